@@ -1,0 +1,107 @@
+"""`entrorouter data import | inspect | validate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from entrorouter.errors import EntroRouterError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="import, inspect and validate outcome tables")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+
+    imp = sub.add_parser("import", help="turn a dataset or a table file into a Parquet outcome table")
+    imp.add_argument("source", help="a dataset name (mmlu_pro, routerbench_subset, routellm_2model, demo) or a file")
+    imp.add_argument("--out", required=True, type=Path, help="output table (.parquet, .csv or .jsonl)")
+    imp.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    imp.set_defaults(handler=cmd_import)
+
+    ins = sub.add_parser("inspect", help="per-model accuracy and cost, strongest, cheapest, oracle, random")
+    ins.add_argument("table", help="an outcome table file or a dataset name")
+    ins.add_argument("--split", help="only this split (e.g. train, test)")
+    ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ins.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    ins.set_defaults(handler=cmd_inspect)
+
+    val = sub.add_parser("validate", help="check a table file; exit 2 with the first problem")
+    val.add_argument("table", type=Path)
+    val.set_defaults(handler=cmd_validate)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import load_source
+    from entrorouter.data.io import table_format, write_table
+
+    table_format(args.out)  # fail on a bad extension before doing any work
+    table = load_source(args.source, data_dir_path=args.data_dir)
+    write_table(table, args.out)
+    print(f"wrote {args.out}: {table.n_queries} queries x {table.n_models} models, "
+          f"{table.observed.mean():.1%} of outcomes observed")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from entrorouter.data.io import read_table
+
+    table = read_table(args.table)
+    splits = "" if table.splits is None else f", splits {sorted(set(table.splits) - {None})}"
+    print(f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "
+          f"{table.observed.mean():.1%} of outcomes observed{splits}")
+    return 0
+
+
+def table_summary(table) -> dict:
+    """Per-model stats and the reference routers, as plain data."""
+    from entrorouter.evaluation.metrics import reference
+
+    ref = reference(table)
+    stats = table.model_stats()
+    return {
+        "name": table.name,
+        "n_queries": table.n_queries,
+        "n_models": table.n_models,
+        "observed": float(table.observed.mean()),
+        "models": {
+            m: {k: float(v) for k, v in row.items()} for m, row in stats.iterrows()
+        },
+        "strongest": {"model": ref.strongest, "accuracy": ref.strongest_accuracy, "cost": ref.strongest_cost},
+        "cheapest": {"model": ref.cheapest, "accuracy": ref.cheapest_accuracy, "cost": ref.cheapest_cost},
+        "oracle": {"accuracy": ref.oracle_accuracy, "cost": ref.oracle_cost},
+        "random": {"accuracy": ref.random_accuracy, "cost": ref.random_cost},
+    }
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from entrorouter.data.datasets import load_source
+
+    table = load_source(args.table, data_dir_path=args.data_dir)
+    if args.split:
+        if table.splits is None or args.split not in set(table.splits):
+            raise EntroRouterError(f"{args.table}: no split named {args.split!r}")
+        table = table.split(args.split)
+    summary = table_summary(table)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    console = Console()
+    view = Table(title=f"{table.name}: {table.n_queries} queries x {table.n_models} models "
+                       f"({summary['observed']:.1%} observed)")
+    for column in ("model", "accuracy", "mean cost (US$)", "coverage"):
+        view.add_column(column, justify="left" if column == "model" else "right")
+    for model, row in sorted(summary["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        view.add_row(model, f"{row['accuracy']:.3f}", f"{row['mean_cost']:.3g}", f"{row['coverage']:.1%}")
+    console.print(view)
+    for label in ("strongest", "cheapest"):
+        point = summary[label]
+        console.print(f"{label:>9}: {point['model']}  accuracy {point['accuracy']:.3f}  cost {point['cost']:.3g}")
+    for label in ("oracle", "random"):
+        point = summary[label]
+        console.print(f"{label:>9}: accuracy {point['accuracy']:.3f}  cost {point['cost']:.3g}")
+    return 0

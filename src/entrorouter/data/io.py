@@ -1,0 +1,378 @@
+"""Reading and writing outcome tables (CSV, JSONL, Parquet; long and wide layouts).
+
+Long layout (one row per outcome), the canonical one::
+
+    query_id, query, model, score, cost [, task] [, split]
+
+Wide layout (one row per query)::
+
+    query_id, query [, task] [, split], score:<model>, cost:<model>, ...
+
+An empty score cell is a missing outcome (see :mod:`entrorouter.data.table`). Every
+problem is reported as a :class:`~entrorouter.errors.DataError` naming the file, the
+data row (1-based, header excluded) and the column. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from entrorouter.data.table import LONG_COLUMNS, OutcomeTable
+from entrorouter.errors import DataError
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+_TRUE = {"true", "yes"}
+_FALSE = {"false", "no"}
+
+
+def table_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"unsupported file type {path.suffix or '(none)'!r}; expected one of "
+            f"{', '.join(sorted(FORMATS))}",
+            file=path,
+        )
+    return fmt
+
+
+def row_label(i: int) -> str:
+    return f"row {i + 1}"
+
+
+# ------------------------------------------------------------------ reading
+def read_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV/JSONL/Parquet file into a DataFrame, with one-line errors."""
+    path = Path(path)
+    fmt = table_format(path)
+    if not path.is_file():
+        raise DataError("no such file", file=path)
+    if path.stat().st_size == 0:
+        raise DataError("the file is empty", file=path)
+    if fmt == "csv":
+        try:
+            # Everything as text: empty cell -> "", so we can tell missing from malformed.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise DataError("the file is empty", file=path) from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"not a readable CSV file ({_first_line(exc)})", file=path) from None
+    elif fmt == "jsonl":
+        frame = pd.DataFrame(list(_jsonl_records(path)))
+    else:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types
+            raise DataError(f"not a readable Parquet file ({_first_line(exc)})", file=path) from None
+    if len(frame) == 0:
+        raise DataError("the file has no data rows", file=path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for i, line in enumerate(handle):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON ({exc.msg})", file=path, row=f"line {i + 1}") from None
+            if not isinstance(record, dict):
+                raise DataError("expected a JSON object", file=path, row=f"line {i + 1}")
+            yield record
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _is_blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def numeric_column(
+    frame: pd.DataFrame, column: str, path: Path, *, expected: str, allow_bool: bool = False
+) -> np.ndarray:
+    """Column as float64; blank cells become NaN, anything else non-numeric is an error."""
+    values = frame[column].to_numpy(dtype=object)
+    out = np.full(len(values), np.nan)
+    for i, value in enumerate(values):
+        if _is_blank(value):
+            continue
+        if isinstance(value, bool | np.bool_):
+            if not allow_bool:
+                raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column)
+            out[i] = float(value)
+            continue
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if allow_bool and text in _TRUE | _FALSE:
+                out[i] = 1.0 if text in _TRUE else 0.0
+                continue
+        try:
+            out[i] = float(value)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column
+            ) from None
+        if not np.isfinite(out[i]):
+            raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column)
+    return out
+
+
+def text_column(frame: pd.DataFrame, column: str, path: Path, *, required: bool) -> np.ndarray:
+    """Column as an object array of str; blanks are errors when ``required``."""
+    values = frame[column].to_numpy(dtype=object)
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if _is_blank(value):
+            if required:
+                raise DataError("expected a non-empty value", file=path, row=row_label(i), column=column)
+            out[i] = None
+        else:
+            out[i] = str(value)
+    return out
+
+
+def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, layout: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"missing column(s) {', '.join(repr(c) for c in missing)}; the {layout} needs "
+            f"{', '.join(columns)}",
+            file=path,
+        )
+
+
+def read_table(path: str | os.PathLike[str], *, name: str | None = None) -> OutcomeTable:
+    """Read an outcome table in the long or wide layout; the layout is detected."""
+    path = Path(path)
+    frame = read_frame(path)
+    table_name = name or path.stem
+    is_wide = any(c.startswith("score:") for c in frame.columns) and "model" not in frame.columns
+    if is_wide:
+        table = _table_from_wide(frame, path, table_name)
+    else:
+        require_columns(frame, LONG_COLUMNS, path, "long layout (one row per outcome)")
+        table = _table_from_long(frame, path, table_name)
+    if table_format(path) == "parquet":
+        table.meta.update(_parquet_meta(path))
+    return table
+
+
+def _table_from_long(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable:
+    query_ids = text_column(frame, "query_id", path, required=True)
+    queries = text_column(frame, "query", path, required=True)
+    models = text_column(frame, "model", path, required=True)
+    scores = numeric_column(frame, "score", path, expected="a score in [0, 1]", allow_bool=True)
+    costs = numeric_column(frame, "cost", path, expected="a cost >= 0 (US$)")
+    _check_ranges(scores, costs, path, score_col="score", cost_col="cost")
+
+    q_codes, q_uniques = pd.factorize(pd.Series(query_ids), sort=False)
+    m_codes, m_uniques = pd.factorize(pd.Series(models), sort=False)
+    pair = q_codes.astype(np.int64) * len(m_uniques) + m_codes
+    dup = pd.Series(pair).duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(pair == pair[np.flatnonzero(dup)[0]])
+        raise DataError(
+            f"duplicate outcome for query {query_ids[rows[0]]!r} and model {models[rows[0]]!r} "
+            f"(also {row_label(int(rows[1]))}); each (query_id, model) pair may appear once",
+            file=path,
+            row=row_label(int(rows[0])),
+        )
+    n, k = len(q_uniques), len(m_uniques)
+    score_mat = np.full((n, k), np.nan)
+    cost_mat = np.full((n, k), np.nan)
+    score_mat[q_codes, m_codes] = scores
+    cost_mat[q_codes, m_codes] = np.where(np.isnan(scores), np.nan, costs)
+
+    first_row = pd.Series(np.arange(len(frame))).groupby(q_codes).first().to_numpy()
+    per_query = {"query": queries}
+    for column in ("task", "split"):
+        if column in frame.columns:
+            per_query[column] = text_column(frame, column, path, required=False)
+    for column, values in per_query.items():
+        _check_constant_per_query(values, q_codes, first_row, path, column)
+    _check_every_query_observed(score_mat, q_uniques.to_numpy(), first_row, path)
+    return OutcomeTable.from_arrays(
+        query_ids=q_uniques.to_numpy(),
+        queries=queries[first_row],
+        models=[str(m) for m in m_uniques],
+        scores=score_mat,
+        costs=cost_mat,
+        tasks=per_query["task"][first_row] if "task" in per_query else None,
+        splits=per_query["split"][first_row] if "split" in per_query else None,
+        name=name,
+    )
+
+
+def _table_from_wide(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable:
+    require_columns(frame, ("query_id", "query"), path, "wide layout (one row per query)")
+    models = [c.removeprefix("score:") for c in frame.columns if c.startswith("score:")]
+    for model in models:
+        if f"cost:{model}" not in frame.columns:
+            raise DataError(
+                f"missing column 'cost:{model}'; each 'score:<model>' needs a 'cost:<model>'",
+                file=path,
+            )
+    query_ids = text_column(frame, "query_id", path, required=True)
+    dup = pd.Series(query_ids).duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        raise DataError(
+            f"duplicate query_id {query_ids[i]!r}; in the wide layout each query has one row",
+            file=path,
+            row=row_label(i),
+            column="query_id",
+        )
+    scores = np.column_stack(
+        [numeric_column(frame, f"score:{m}", path, expected="a score in [0, 1]", allow_bool=True) for m in models]
+    )
+    costs = np.column_stack(
+        [numeric_column(frame, f"cost:{m}", path, expected="a cost >= 0 (US$)") for m in models]
+    )
+    for j, model in enumerate(models):
+        _check_ranges(scores[:, j], costs[:, j], path, score_col=f"score:{model}", cost_col=f"cost:{model}")
+    rows = np.arange(len(frame))
+    _check_every_query_observed(scores, query_ids, rows, path)
+    optional = {
+        c: text_column(frame, c, path, required=False) for c in ("task", "split") if c in frame.columns
+    }
+    return OutcomeTable.from_arrays(
+        query_ids=query_ids,
+        queries=text_column(frame, "query", path, required=True),
+        models=models,
+        scores=scores,
+        costs=np.where(np.isnan(scores), np.nan, costs),
+        tasks=optional.get("task"),
+        splits=optional.get("split"),
+        name=name,
+    )
+
+
+def _check_ranges(scores: np.ndarray, costs: np.ndarray, path: Path, *, score_col: str, cost_col: str) -> None:
+    bad = np.flatnonzero((scores < 0) | (scores > 1))
+    if bad.size:
+        raise DataError(
+            f"expected a score in [0, 1], got {scores[bad[0]]:g}", file=path, row=row_label(int(bad[0])), column=score_col
+        )
+    bad = np.flatnonzero(costs < 0)
+    if bad.size:
+        raise DataError(
+            f"expected a cost >= 0 (US$), got {costs[bad[0]]:g}", file=path, row=row_label(int(bad[0])), column=cost_col
+        )
+    bad = np.flatnonzero(~np.isnan(scores) & np.isnan(costs))
+    if bad.size:
+        raise DataError(
+            "expected a cost >= 0 (US$) for an outcome that has a score, got an empty cell",
+            file=path,
+            row=row_label(int(bad[0])),
+            column=cost_col,
+        )
+
+
+def _check_constant_per_query(
+    values: np.ndarray, q_codes: np.ndarray, first_row: np.ndarray, path: Path, column: str
+) -> None:
+    reference = values[first_row][q_codes]
+    differs = np.flatnonzero(
+        np.array([a != b for a, b in zip(values, reference, strict=True)], dtype=bool)
+    )
+    if differs.size:
+        i = int(differs[0])
+        raise DataError(
+            f"this query already has a different {column} in {row_label(int(first_row[q_codes[i]]))}; "
+            f"a query's {column} must be the same on all its rows",
+            file=path,
+            row=row_label(i),
+            column=column,
+        )
+
+
+def _check_every_query_observed(
+    scores: np.ndarray, query_ids: np.ndarray, first_row: np.ndarray, path: Path
+) -> None:
+    empty = np.flatnonzero(np.isnan(scores).all(axis=1))
+    if empty.size:
+        q = int(empty[0])
+        raise DataError(
+            f"query {query_ids[q]!r} has no outcomes (every score is empty); "
+            "give it at least one score or leave it out",
+            file=path,
+            row=row_label(int(first_row[q])),
+            column="score",
+        )
+
+
+def _parquet_meta(path: Path) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    raw = pq.read_schema(path).metadata or {}
+    blob = raw.get(b"entrorouter")
+    return json.loads(blob) if blob else {}
+
+
+# ------------------------------------------------------------------ writing
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str], *, meta: dict[str, Any] | None = None) -> None:
+    """Write a DataFrame as CSV/JSONL/Parquet (by extension), atomically."""
+    path = Path(path)
+    fmt = table_format(path)
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        elif fmt == "jsonl":
+            frame.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            if meta:
+                merged = dict(arrow.schema.metadata or {})
+                merged[b"entrorouter"] = json.dumps(meta).encode()
+                arrow = arrow.replace_schema_metadata(merged)
+            pq.write_table(arrow, tmp)
+
+
+def write_table(table: OutcomeTable, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` in the long layout; the format follows the extension."""
+    path = Path(path)
+    write_frame(table.to_long(), path, meta={"name": table.name, **table.meta})
+    return path
+
