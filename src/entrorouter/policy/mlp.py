@@ -1,0 +1,57 @@
+"""The routing policy π_θ(k | q, λ) = softmax(anchor(q, λ) + f_θ(e(q), λ)).
+
+``f_θ`` is a small MLP over the query embedding and two features of the trade-off λ, so
+one network serves every λ. With ``anchor_residual`` the Soft Anchor's logits
+``(â − λ·ĉ) / T_A`` are added, so an untrained policy *is* the anchor and training learns
+corrections; without it the policy starts uniform. The last layer starts at zero for
+exactly that reason.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def anchor_logits(capability: torch.Tensor, cost: torch.Tensor, lam: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft Anchor logits (â − λ·ĉ) / T_A for (n, K) estimates, (n, K) normalised costs, (n,) λ."""
+    return (capability - lam[:, None] * cost) / temperature
+
+
+class RoutingPolicy(nn.Module):
+    def __init__(
+        self,
+        in_dim: int,
+        n_models: int,
+        *,
+        hidden: int = 256,
+        n_layers: int = 2,
+        dropout: float = 0.1,
+        lam_min: float = 1e-3,
+        lam_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.in_dim, self.n_models = in_dim, n_models
+        self.lam_min, self.lam_max = lam_min, lam_max
+        layers: list[nn.Module] = []
+        width = in_dim + 2
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, n_models)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def lam_features(self, lam: torch.Tensor) -> torch.Tensor:
+        """λ on a log scale in about [-1, 1], and λ / lam_max."""
+        lo, hi = math.log(self.lam_min), math.log(self.lam_max + self.lam_min)
+        log_scaled = 2 * (torch.log(lam + self.lam_min) - lo) / (hi - lo) - 1
+        return torch.stack([log_scaled, lam / self.lam_max], dim=1)
+
+    def forward(self, features: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual."""
+        logits = self.head(self.body(torch.cat([features, self.lam_features(lam)], dim=1)))
+        return logits if anchor is None else logits + anchor

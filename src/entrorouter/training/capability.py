@@ -1,0 +1,266 @@
+"""Offline capability estimates â[q, k] ≈ P(model k solves query q), from training data only.
+
+These feed the Soft Anchor, fill in rewards of missing outcomes, and (with the residual
+policy) are part of every routing decision, so they exist for new queries too.
+
+* :class:`KnnCapability` — mean score of model k over q's nearest training queries
+  (cosine), with a Beta prior (``prior_strength`` pseudo-observations) towards k's
+  accuracy on q's k-means cluster, itself smoothed towards k's global accuracy.
+* :class:`MlpCapability` — one MLP with a sigmoid output per model, masked binary
+  cross-entropy on observed outcomes.
+
+``fit`` returns *out-of-fold* estimates for the training rows (leave-one-out for kNN,
+K-fold cross-fitting for the MLP): a training query's estimate never sees its own
+outcome, exactly as at routing time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _torch(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+class CapabilityEstimator(ABC):
+    name: str
+
+    @abstractmethod
+    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Learn from (n, d) features and (n, K) scores (NaN = missing); return out-of-fold (n, K)."""
+
+    @abstractmethod
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """(m, K) estimates for new queries."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Arrays needed by :meth:`predict`, for the router's safetensors file."""
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None: ...
+
+
+# --------------------------------------------------------------------- kNN
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so dot products are cosine similarities."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def kmeans(x: np.ndarray, n_clusters: int, seed: int, iterations: int = 25) -> np.ndarray:
+    """Spherical k-means (unit-length rows, cosine assignment), k-means++ seeding."""
+    rng = np.random.default_rng(seed)
+    n_clusters = min(n_clusters, len(x))
+    centroids = [x[rng.integers(len(x))]]
+    dist = np.full(len(x), np.inf)
+    for _ in range(1, n_clusters):
+        dist = np.minimum(dist, ((x - centroids[-1]) ** 2).sum(axis=1))
+        total = dist.sum()
+        probs = dist / total if total > 0 else np.full(len(x), 1.0 / len(x))
+        centroids.append(x[rng.choice(len(x), p=probs)])
+    c = np.stack(centroids)
+    for _ in range(iterations):
+        assign = (x @ c.T).argmax(axis=1)
+        for j in range(len(c)):
+            members = x[assign == j]
+            if len(members):
+                c[j] = members.mean(axis=0)
+        c = normalise(c)
+    return c
+
+
+class KnnCapability(CapabilityEstimator):
+    name = "knn"
+
+    def __init__(self, k: int = 32, prior_strength: float = 4.0, n_clusters: int = 16, seed: int = 0) -> None:
+        self.k, self.prior_strength, self.n_clusters, self.seed = k, prior_strength, n_clusters, seed
+        self.train_x: np.ndarray | None = None
+        self.train_scores: np.ndarray | None = None
+        self.centroids: np.ndarray | None = None
+        self.cluster_sum: np.ndarray | None = None  # (C, K) summed scores
+        self.cluster_count: np.ndarray | None = None  # (C, K) observed outcomes
+        self.global_acc: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        self.train_x = normalise(features)
+        self.train_scores = scores.astype(np.float32)
+        observed = ~np.isnan(scores)
+        filled = np.where(observed, scores, 0.0)
+        self.global_acc = (filled.sum(0) / np.maximum(observed.sum(0), 1)).astype(np.float32)
+        self.centroids = kmeans(self.train_x, self.n_clusters, self.seed)
+        assign = self._assign(self.train_x)
+        n_c = len(self.centroids)
+        self.cluster_sum = np.zeros((n_c, scores.shape[1]), dtype=np.float32)
+        self.cluster_count = np.zeros_like(self.cluster_sum)
+        np.add.at(self.cluster_sum, assign, filled)
+        np.add.at(self.cluster_count, assign, observed.astype(np.float32))
+        # Leave-one-out: remove each training query's own outcome from its cluster prior
+        # and from its neighbour set.
+        prior = self._prior(assign, minus_sum=filled, minus_count=observed.astype(np.float32))
+        return self._estimate(self.train_x, prior, exclude_self=True)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        features = normalise(features)
+        return self._estimate(features, self._prior(self._assign(features)), exclude_self=False)
+
+    def _assign(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.centroids.T).argmax(axis=1)
+
+    def _prior(self, assign: np.ndarray, minus_sum: np.ndarray | float = 0.0, minus_count: np.ndarray | float = 0.0) -> np.ndarray:
+        """Cluster accuracy, smoothed towards the global accuracy (same pseudo-count)."""
+        s = self.cluster_sum[assign] - minus_sum
+        c = self.cluster_count[assign] - minus_count
+        return (s + self.prior_strength * self.global_acc) / (c + self.prior_strength)
+
+    def _estimate(self, x: np.ndarray, prior: np.ndarray, *, exclude_self: bool) -> np.ndarray:
+        train = _torch(self.train_x)
+        scores = _torch(self.train_scores)
+        observed = ~torch.isnan(scores)
+        filled = torch.where(observed, scores, torch.zeros_like(scores))
+        k = min(self.k + int(exclude_self), len(self.train_x))
+        out = np.empty((len(x), scores.shape[1]), dtype=np.float32)
+        for start in range(0, len(x), 1024):
+            chunk = _torch(x[start : start + 1024])
+            sims = chunk @ train.T
+            if exclude_self:
+                rows = torch.arange(len(chunk))
+                sims[rows, rows + start] = -torch.inf
+            idx = sims.topk(k, dim=1).indices
+            if exclude_self:
+                idx = idx[:, : k - 1]
+            hit_sum = filled[idx].sum(1).numpy()
+            hit_count = observed[idx].sum(1).float().numpy()
+            p = prior[start : start + 1024]
+            out[start : start + 1024] = (hit_sum + self.prior_strength * p) / (hit_count + self.prior_strength)
+        return out
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {
+            "train_x": self.train_x,
+            "train_scores": self.train_scores,
+            "centroids": self.centroids,
+            "cluster_sum": self.cluster_sum,
+            "cluster_count": self.cluster_count,
+            "global_acc": self.global_acc,
+        }
+
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        for key, value in tensors.items():
+            setattr(self, key, value)
+
+
+# --------------------------------------------------------------------- MLP
+class _SuccessNet(nn.Module):
+    def __init__(self, in_dim: int, n_models: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MlpCapability(CapabilityEstimator):
+    """Per-model success predictor; out-of-fold estimates by K-fold cross-fitting."""
+
+    name = "mlp"
+
+    def __init__(
+        self, hidden: int = 256, dropout: float = 0.2, epochs: int = 25, lr: float = 1e-3,
+        weight_decay: float = 1e-4, folds: int = 5, seed: int = 0,
+    ) -> None:
+        self.hidden, self.dropout, self.epochs, self.lr = hidden, dropout, epochs, lr
+        self.weight_decay, self.folds, self.seed = weight_decay, folds, seed
+        self.net: _SuccessNet | None = None
+
+    def _train(self, x: np.ndarray, scores: np.ndarray, seed: int) -> _SuccessNet:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        xt, st = _torch(x), _torch(scores)
+        observed = ~torch.isnan(st)
+        target = torch.where(observed, st, torch.zeros_like(st))
+        net = _SuccessNet(x.shape[1], scores.shape[1], self.hidden, self.dropout)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+        net.train()
+        for _ in range(self.epochs):
+            for batch in torch.randperm(len(xt), generator=generator).split(256):
+                mask = observed[batch].float()
+                loss = (loss_fn(net(xt[batch]), target[batch]) * mask).sum() / mask.sum().clamp_min(1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        return net
+
+    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        fold = rng.permutation(len(features)) % self.folds
+        oof = np.empty(scores.shape, dtype=np.float32)
+        for f in range(self.folds):
+            held = fold == f
+            net = self._train(features[~held], scores[~held], self.seed + 1 + f)
+            oof[held] = self._apply(net, features[held])
+        self.net = self._train(features, scores, self.seed)
+        return oof
+
+    @staticmethod
+    def _apply(net: _SuccessNet, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch.sigmoid(net(_torch(x))).numpy()
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return self._apply(self.net, features)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy() for k, v in self.net.state_dict().items()}
+
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        in_dim = tensors["net.0.weight"].shape[1]
+        n_models = tensors["net.3.weight"].shape[0]
+        self.net = _SuccessNet(in_dim, n_models, self.hidden, self.dropout)
+        self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
+        self.net.eval()
+
+
+class MeanCapability(CapabilityEstimator):
+    """The average of several estimators (e.g. kNN and MLP)."""
+
+    def __init__(self, parts: dict[str, CapabilityEstimator]) -> None:
+        self.parts = parts
+        self.name = "+".join(parts)
+
+    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return np.mean([p.fit(features, scores) for p in self.parts.values()], axis=0)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return np.mean([p.predict(features) for p in self.parts.values()], axis=0)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {f"{name}.{k}": v for name, part in self.parts.items() for k, v in part.tensors().items()}
+
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
+        for name, part in self.parts.items():
+            prefix = f"{name}."
+            part.load_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+
+
+def make_capability(
+    name: str, *, knn_k: int, prior_strength: float, n_clusters: int, folds: int, seed: int
+) -> CapabilityEstimator:
+    parts: dict[str, CapabilityEstimator] = {}
+    for part in name.split("+"):
+        if part == "knn":
+            parts["knn"] = KnnCapability(knn_k, prior_strength, n_clusters, seed)
+        elif part == "mlp":
+            parts["mlp"] = MlpCapability(folds=folds, seed=seed)
+        else:
+            raise ValueError(f"unknown capability estimator {part!r}")
+    return next(iter(parts.values())) if len(parts) == 1 else MeanCapability(parts)

@@ -1,0 +1,209 @@
+"""`entrorouter train | evaluate | route | quickstart`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from entrorouter.errors import EntroRouterError
+
+if TYPE_CHECKING:
+    from entrorouter.data.table import OutcomeTable
+    from entrorouter.router import Router
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train an EntroRouter on an outcome table")
+    train.add_argument("--data", required=True, help="outcome table (CSV/JSONL/Parquet, long or wide) or dataset name")
+    train.add_argument("--out", required=True, type=Path, help="router directory to write")
+    train.add_argument("--lam", type=float, help="default trade-off λ (default: chosen on validation)")
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
+    train.add_argument("--encoder", help="minilm (default), hashed-tfidf or st:<folder>")
+    _split_argument(train, "train")
+    _data_dir_argument(train)
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = subparsers.add_parser("evaluate", help="accuracy, cost and retention of a router on a table")
+    evaluate.add_argument("--router", required=True, type=Path, help="router directory")
+    evaluate.add_argument("--data", required=True, help="outcome table or dataset name")
+    evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
+    evaluate.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    _split_argument(evaluate, "test")
+    _data_dir_argument(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    route = subparsers.add_parser("route", help="route one query")
+    route.add_argument("--router", required=True, type=Path, help="router directory")
+    route.add_argument("query", help="the query text")
+    route.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    route.add_argument("--cost-weight", type=float, default=0.0, help="extra request-time cost penalty γ (default 0)")
+    route.add_argument("--json", action="store_true", help="print JSON")
+    route.set_defaults(handler=cmd_route)
+
+    quick = subparsers.add_parser("quickstart", help="train on a table (or the simulated demo pool) and print the headline table")
+    quick.add_argument("--data", help="outcome table or dataset name (default: the simulated demo pool)")
+    quick.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where to save the router (default runs/quickstart)")
+    quick.add_argument("--encoder", help="minilm (default), hashed-tfidf or st:<folder>")
+    quick.add_argument("--seed", type=int, default=0)
+    _data_dir_argument(quick)
+    quick.set_defaults(handler=cmd_quickstart)
+
+
+def _split_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--split",
+        default="auto",
+        help=f"rows to use: a split name, 'all', or 'auto' (= '{default}' when the table has that split, else all)",
+    )
+
+
+def _data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+
+
+def select_split(table: OutcomeTable, split: str, default: str) -> OutcomeTable:
+    """Apply ``--split``: 'all', a split name, or 'auto' (``default`` if present, else all rows)."""
+    names = set() if table.splits is None else set(table.splits) - {None}
+    if split == "all" or (split == "auto" and default not in names):
+        return table
+    name = default if split == "auto" else split
+    if name not in names:
+        raise EntroRouterError(f"table {table.name!r} has no split {name!r} (splits: {sorted(names) or 'none'})")
+    return table.split(name)
+
+
+def _train_config(args: argparse.Namespace):
+    from entrorouter.training.config import TrainConfig
+
+    config = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
+    overrides: dict[str, Any] = {}
+    for field in ("lam", "seed", "encoder"):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    return TrainConfig.from_dict({**config.to_dict(), **overrides}, source="command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import load_source
+    from entrorouter.router import Router
+
+    config = _train_config(args)
+    if args.out.exists() and not args.out.is_dir():
+        raise EntroRouterError(f"--out {args.out} exists and is not a directory")
+    table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "train")
+    print(f"training on {table.name}: {table.n_queries} queries x {table.n_models} models (encoder {config.encoder})")
+    started = time.perf_counter()
+    router = Router(config).fit(table, progress=True)
+    router.save(args.out)
+    best = max((r["val_reward"] for r in router.training_log if r.get("event") == "validation"), default=float("nan"))
+    print(
+        f"saved router to {args.out} in {time.perf_counter() - started:.1f}s: default λ {router.lam:.4g}, "
+        f"best validation reward {best:.4f}; log in {args.out / 'training_log.jsonl'}"
+    )
+    return 0
+
+
+def _load_router(path: Path, *, cache: bool = False) -> Router:
+    from entrorouter.features.cache import EmbeddingCache
+    from entrorouter.router import Router
+
+    router = Router.load(path)
+    if cache:
+        router.cache = EmbeddingCache()
+    return router
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import load_source
+    from entrorouter.data.io import write_text_atomic
+
+    router = _load_router(args.router, cache=True)
+    table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "test")
+    result = router.evaluate(table, lam=args.lam)
+    _print_headline(result, title=f"{table.name}: {result['n_queries']} queries, λ = {result['lam']:.4g}")
+    if args.json_out:
+        write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    router = _load_router(args.router)
+    if not args.query.strip():
+        raise EntroRouterError("the query is empty")
+    result = router.route([args.query], lam=args.lam, cost_weight=args.cost_weight)[0]
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"model: {result.model}")
+    print("ranking (fallback order):")
+    for i, model in enumerate(result.ranking, 1):
+        print(f"  {i:>2}. {model:<40} p = {result.probabilities[model]:.3f}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import load_source
+    from entrorouter.data.demo import make_demo_table
+    from entrorouter.router import Router
+    from entrorouter.training.config import TrainConfig
+
+    if args.data is None:
+        table = make_demo_table(seed=args.seed)
+        print(
+            "No --data given: using the SIMULATED demo pool (8 fictional models, 6 domains, public "
+            "2024 price tiers; see entrorouter/data/demo.py). These numbers are not measurements.\n"
+            "Run on real data with: entrorouter quickstart --data TABLE (or a dataset name such as "
+            "routerbench_subset with ENTROROUTER_DATA_DIR set)."
+        )
+    else:
+        table = load_source(args.data, data_dir_path=args.data_dir)
+    train, test = _train_test(table)
+    config = TrainConfig(seed=args.seed, **({"encoder": args.encoder} if args.encoder else {}))
+    print(f"training EntroRouter on {train.n_queries} queries x {train.n_models} models "
+          f"(encoder {config.encoder}, seed {config.seed}); testing on {test.n_queries} held-out queries")
+    router = Router(config).fit(train, progress=True)
+    router.save(args.out)
+    result = router.evaluate(test)
+    _print_headline(result, title=f"{table.name} — test split, λ = {router.lam:.4g} (chosen on validation)")
+    print(f"router saved to {args.out}; try: entrorouter route --router {args.out} \"your question\"")
+    return 0
+
+
+def _train_test(table: OutcomeTable) -> tuple[OutcomeTable, OutcomeTable]:
+    """The table's own train/test split, or every fifth query as test when it has none."""
+    import numpy as np
+
+    names = set() if table.splits is None else set(table.splits)
+    if {"train", "test"} <= names:
+        return table.split("train"), table.split("test")
+    test = np.arange(table.n_queries) % 5 == 0
+    return table.subset(~test), table.subset(test)
+
+
+def _print_headline(result: dict[str, Any], *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    view = Table(title=title)
+    for column in ("router", "accuracy", "cost / query (US$)", "retained", "cost reduction"):
+        view.add_column(column, justify="left" if column == "router" else "right")
+    s_acc, s_cost = result["strongest_accuracy"], result["strongest_cost"]
+
+    def row(name: str, acc: float, cost: float) -> None:
+        view.add_row(name, f"{acc:.3f}", f"{cost:.3g}", f"{acc / s_acc:.1%}", f"{1 - cost / s_cost:.1%}")
+
+    row("EntroRouter", result["accuracy"], result["cost"])
+    row(f"strongest: {result['strongest_model']}", s_acc, s_cost)
+    row(f"cheapest: {result['cheapest_model']}", result["cheapest_accuracy"], result["cheapest_cost"])
+    row("random", result["random_accuracy"], result["random_cost"])
+    row("oracle (cheapest correct)", result["oracle_accuracy"], result["oracle_cost"])
+    console = Console()
+    console.print(view)
+    usage = sorted(result["usage"].items(), key=lambda kv: -kv[1])
+    console.print("usage: " + ", ".join(f"{m} {u:.0%}" for m, u in usage if u >= 0.005))

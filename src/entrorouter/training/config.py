@@ -1,0 +1,186 @@
+"""Training configuration: one typed dataclass, every field documented, validated up front."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from entrorouter.errors import ConfigError
+
+INITS = ("soft", "hard", "none")
+ESTIMATORS = ("exact", "grpo", "rloo")
+CAPABILITIES = ("knn", "mlp", "knn+mlp")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that shapes a trained router. Defaults are the recommended settings."""
+
+    # --- features
+    encoder: str = "minilm"
+    """Query encoder: "minilm", "hashed-tfidf" or "st:<folder of a sentence-transformers model>"."""
+
+    # --- trade-off
+    lam: float | None = None
+    """Default accuracy-cost trade-off λ used when a request does not set one (reward is
+    score − λ·cost/C, C the strongest model's mean cost on the training data). None: pick
+    it on the validation split as the cheapest λ that keeps ``target_retention``."""
+    target_retention: float = 0.983
+    """With ``lam`` None: share of the strongest model's accuracy the default λ must keep,
+    at the ``selection_quantile`` of a paired bootstrap on validation (see
+    :mod:`entrorouter.evaluation.selection`)."""
+    selection_quantile: float = 0.2
+    """Bootstrap quantile used for that choice; lower is more cautious."""
+    lam_max: float = 2.0
+    """The policy is λ-conditioned: it trains on λ drawn from [0, lam_max] (log-uniform
+    above lam_min, plus λ = 0), so one router serves every trade-off in that range."""
+    lam_min: float = 1e-3
+    """Smallest non-zero λ drawn in training; also the offset of the λ input feature."""
+
+    # --- capability estimates and Soft Anchor
+    capability: str = "knn+mlp"
+    """Offline estimate of P(model solves query): "knn" (neighbours, Beta prior towards the
+    model's accuracy on the query's cluster), "mlp" (per-model success predictor,
+    cross-fitted), or "knn+mlp" (their mean)."""
+    knn_k: int = 32
+    """Neighbours used by the kNN estimate."""
+    prior_strength: float = 4.0
+    """Pseudo-count of the Beta prior that pulls kNN estimates towards the cluster accuracy."""
+    n_clusters: int = 16
+    """k-means clusters of the training queries that give the kNN estimate its prior."""
+    capability_folds: int = 5
+    """Cross-fitting folds: a training query's estimate never uses its own outcome."""
+    anchor_temperature: float = 0.1
+    """T_A in π_A(k|q) ∝ exp((â − λ·ĉ)/T_A). Lower is sharper."""
+
+    # --- policy network
+    hidden: int = 256
+    """Width of the policy MLP."""
+    n_layers: int = 2
+    """Hidden layers of the policy MLP."""
+    dropout: float = 0.1
+    anchor_residual: bool = True
+    """Parameterise the policy around the anchor: logits = anchor logits + f_θ(q, λ), so
+    training starts at the anchor and learns corrections."""
+
+    # --- stage 1: supervision
+    init: str = "soft"
+    """Stage-1 initialisation: "soft" (Soft Supervision), "hard" (one-hot cheapest correct
+    model, for comparison) or "none" (RL from scratch)."""
+    tau: float = 1.0
+    """A model is suitable for a query when its score >= tau."""
+    soft_temperature: float = 0.25
+    """T_s: soft target ∝ 1[suitable]·exp(−cost/C / T_s); higher keeps more entropy."""
+    smoothing: float = 0.05
+    """ε: share of the target spread uniformly over all models."""
+    sft_epochs: int = 8
+    sft_lr: float = 1e-3
+
+    # --- stage 2: RL with the Soft Anchor
+    estimator: str = "exact"
+    """"exact" (sum over the K models, no sampling variance), "grpo" or "rloo" (G samples per
+    query, group-relative advantages)."""
+    rl_iterations: int = 30
+    """Policy-improvement iterations; each snapshots π_old and runs update_epochs over the data."""
+    update_epochs: int = 2
+    """Passes over the data per iteration (stopped early by the trust region)."""
+    group_size: int = 8
+    """G: samples per query for the sampled estimators."""
+    clip_low: float = 0.2
+    """ε_low of the PPO clip range [1 − ε_low, 1 + ε_high]."""
+    clip_high: float = 0.28
+    """ε_high; larger than ε_low ("clip-higher") so rare experts can still gain mass."""
+    target_kl: float = 0.03
+    """Trust region: stop an iteration's updates once approx-KL(π_old ‖ π_θ) exceeds this."""
+    beta_start: float = 0.2
+    """Anchor weight β_t at the start of RL (KL(π_θ ‖ π_A) penalty)."""
+    beta_end: float = 0.02
+    """Anchor weight at the end; β_t decays geometrically in between. 0 disables the anchor."""
+    entropy_start: float | None = 0.6
+    """Target entropy at the start of RL as a fraction of log K; None disables the
+    SAC-style entropy multiplier."""
+    entropy_floor: float = 0.15
+    """Target entropy at the end, as a fraction of log K (linear decay in between)."""
+    alpha_lr: float = 0.05
+    """Step size of the entropy multiplier α (updated in log space)."""
+    rl_lr: float = 3e-4
+    batch_size: int = 512
+    weight_decay: float = 1e-4
+
+    # --- validation
+    val_fraction: float = 0.2
+    """Share of the training table held out for early stopping and diagnostics."""
+    patience: int = 6
+    """RL iterations without validation improvement before stopping."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, field: str, expected: str) -> None:
+            if not ok:
+                raise ConfigError(f"config field {field!r}: expected {expected}, got {getattr(self, field)!r}")
+
+        need(self.init in INITS, "init", f"one of {INITS}")
+        need(self.estimator in ESTIMATORS, "estimator", f"one of {ESTIMATORS}")
+        need(self.capability in CAPABILITIES, "capability", f"one of {CAPABILITIES}")
+        need(self.lam is None or self.lam >= 0, "lam", "None or a number >= 0")
+        need(0 < self.target_retention <= 1.5, "target_retention", "a fraction such as 0.983")
+        need(0 < self.selection_quantile < 1, "selection_quantile", "a number in (0, 1)")
+        need(0 < self.lam_min < self.lam_max, "lam_max", "a number above lam_min")
+        for name in ("anchor_temperature", "soft_temperature", "sft_lr", "rl_lr", "prior_strength", "target_kl"):
+            need(getattr(self, name) > 0, name, "a number > 0")
+        for name in ("knn_k", "hidden", "n_layers", "batch_size", "group_size", "n_clusters"):
+            need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
+        need(self.capability_folds >= 2, "capability_folds", "an integer >= 2")
+        need(0 <= self.smoothing < 1, "smoothing", "a number in [0, 1)")
+        need(0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
+        need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
+        need(0 < self.clip_low < 1 and self.clip_high > 0, "clip_low", "0 < clip_low < 1 and clip_high > 0")
+        need(self.beta_start >= 0 and self.beta_end >= 0, "beta_start", "non-negative anchor weights")
+        need(self.entropy_start is None or 0 < self.entropy_start <= 1, "entropy_start", "None or a fraction in (0, 1]")
+        need(0 <= self.entropy_floor <= 1, "entropy_floor", "a fraction in [0, 1]")
+        for name in ("sft_epochs", "rl_iterations", "update_epochs", "patience"):
+            need(int(getattr(self, name)) >= 0, name, "an integer >= 0")
+
+    # --- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {unknown}; see TrainConfig for the valid ones")
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
+        """From a JSON or YAML file of field: value pairs."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            from entrorouter.backends import load_yaml
+
+            raw = load_yaml(path)
+        else:
+            try:
+                raw = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected an object of TrainConfig fields")
+        return cls.from_dict(raw, source=str(path))
