@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["OutcomeTable", "Router", "RouteResult", "TrainConfig", "read_table", "write_table"]
+__all__ = ["OutcomeTable", "RouteResult", "Router", "TrainConfig", "read_table", "write_table"]
 
 _LAZY = {
     "OutcomeTable": "entrorouter.data.table",

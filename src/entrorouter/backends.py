@@ -119,8 +119,16 @@ def parse_backends(raw: Any, source: str) -> list[BackendConfig]:
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping with name and base_url")
         known = {
-            "name", "base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s",
-            "max_concurrency", "max_retries", "price", "headers",
+            "name",
+            "base_url",
+            "model",
+            "api_key_env",
+            "timeout_s",
+            "connect_timeout_s",
+            "max_concurrency",
+            "max_retries",
+            "price",
+            "headers",
         }
         unknown = sorted(set(entry) - known)
         if unknown:
@@ -253,7 +261,10 @@ async def post_chat_completion(
                     return ChatResponse(data, response.status_code, latency, attempt, dict(response.headers))
             else:
                 last = BackendError(
-                    backend.name, f"HTTP {response.status_code}", response.status_code, _safe_json(response)
+                    backend.name,
+                    f"HTTP {response.status_code}",
+                    response.status_code,
+                    _safe_json(response),
                 )
                 if response.status_code not in RETRYABLE_STATUS:
                     raise last

@@ -60,7 +60,11 @@ class RouteResult:
     probabilities: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "ranking": list(self.ranking), "probabilities": self.probabilities}
+        return {
+            "model": self.model,
+            "ranking": list(self.ranking),
+            "probabilities": self.probabilities,
+        }
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -137,7 +141,7 @@ class Router:
             raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
 
         val_mask = np.zeros(table.n_queries, dtype=bool)
-        val_mask[rng.permutation(table.n_queries)[: max(1, int(round(c.val_fraction * table.n_queries)))]] = True
+        val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
         fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
         fit_table = table.subset(fit_rows)
 
@@ -146,8 +150,12 @@ class Router:
         self.cost_scale = float(fit_table.model_stats().loc[strongest, "mean_cost"]) or 1.0
         self.cost_predictor = CostPredictor().fit(np.asarray(texts)[fit_rows], fit_table.costs)
         self.capability = make_capability(
-            c.capability, knn_k=c.knn_k, prior_strength=c.prior_strength, n_clusters=c.n_clusters,
-            folds=c.capability_folds, seed=c.seed,
+            c.capability,
+            knn_k=c.knn_k,
+            prior_strength=c.prior_strength,
+            n_clusters=c.n_clusters,
+            folds=c.capability_folds,
+            seed=c.seed,
         )
         oof = self.capability.fit(features[fit_rows], fit_table.scores)
         cost_pred = self.cost_predictor.predict(texts) / self.cost_scale
@@ -164,14 +172,22 @@ class Router:
         train_data = routing_data(fit_rows, oof)
         val_data = routing_data(val_rows, self.capability.predict(features[val_rows]))
         self.policy = RoutingPolicy(
-            features.shape[1], table.n_models, hidden=c.hidden, n_layers=c.n_layers,
-            dropout=c.dropout, lam_min=c.lam_min, lam_max=c.lam_max,
+            features.shape[1],
+            table.n_models,
+            hidden=c.hidden,
+            n_layers=c.n_layers,
+            dropout=c.dropout,
+            lam_min=c.lam_min,
+            lam_max=c.lam_max,
         )
         self.training_log = []
         started = time.perf_counter()
         val_table = table.subset(val_rows)
         Trainer(
-            self.policy, c, train_data, val_data,
+            self.policy,
+            c,
+            train_data,
+            val_data,
             model_names=self.models,
             default_lam=c.lam if c.lam is not None else 0.1,
             val_oracle_share=oracle_usage(val_table),
@@ -198,16 +214,18 @@ class Router:
         candidates = [0.0, *np.geomspace(self.config.lam_min, self.config.lam_max, 40)]
         routed = [realize(val_table, self.rank(val_features, texts, lam)[1]) for lam in candidates]
         point = select_operating_point(
-            [r.scores for r in routed], [r.costs for r in routed], strong.scores,
-            target=self.config.target_retention, quantile=self.config.selection_quantile, seed=self.config.seed,
+            [r.scores for r in routed],
+            [r.costs for r in routed],
+            strong.scores,
+            target=self.config.target_retention,
+            quantile=self.config.selection_quantile,
+            seed=self.config.seed,
         )
         return float(candidates[point.index])
 
     # ----------------------------------------------------------------- route
     @torch.no_grad()
-    def probabilities(
-        self, features: np.ndarray, texts: Sequence[str], lam: float | None = None
-    ) -> np.ndarray:
+    def probabilities(self, features: np.ndarray, texts: Sequence[str], lam: float | None = None) -> np.ndarray:
         """(n, K) routing distribution π(k | q, λ) for embedded queries."""
         self._check_fitted()
         lam_value = self.lam if lam is None else float(lam)
@@ -223,7 +241,12 @@ class Router:
         return F.softmax(self.policy(_tensor(features), lam_t, anchor), dim=1).numpy()
 
     def rank(
-        self, features: np.ndarray, texts: Sequence[str], lam: float | None = None, *, cost_weight: float = 0.0
+        self,
+        features: np.ndarray,
+        texts: Sequence[str],
+        lam: float | None = None,
+        *,
+        cost_weight: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, rankings best-first) for embedded queries.
 
@@ -266,13 +289,24 @@ class Router:
             )
         cols = [table.model_index(m) for m in self.models]
         view = OutcomeTable(
-            table.query_ids, table.queries, self.models, table.scores[:, cols], table.costs[:, cols],
-            table.tasks, table.splits, table.name, dict(table.meta),
+            table.query_ids,
+            table.queries,
+            self.models,
+            table.scores[:, cols],
+            table.costs[:, cols],
+            table.tasks,
+            table.splits,
+            table.name,
+            dict(table.meta),
         )
         return view.subset(view.observed.any(axis=1))
 
     def evaluate(
-        self, table: OutcomeTable, lam: float | None = None, *, features: np.ndarray | None = None,
+        self,
+        table: OutcomeTable,
+        lam: float | None = None,
+        *,
+        features: np.ndarray | None = None,
         cost_weight: float = 0.0,
     ) -> dict[str, Any]:
         """Accuracy, cost, retention and usage on ``table`` (scored by :func:`realize`)."""
@@ -312,7 +346,11 @@ class Router:
             "tensors": {name: list(t.shape) for name, t in tensors.items()},
         }
         with atomic_path(path / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+            save_file(
+                tensors,
+                str(tmp),
+                metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)},
+            )
         write_text_atomic(path / LOG_FILE, "".join(json.dumps(r) + "\n" for r in self.training_log))
         write_text_atomic(path / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
         return path
@@ -366,8 +404,7 @@ class Router:
             raise EntroRouterError(f"{config_path}: 'models' must list at least two distinct model names")
         if expected_models is not None and set(expected_models) != set(models):
             raise EntroRouterError(
-                f"{path}: the router was trained for the pool {sorted(models)}, "
-                f"not {sorted(expected_models)}"
+                f"{path}: the router was trained for the pool {sorted(models)}, not {sorted(expected_models)}"
             )
         try:
             tensors = load_file(str(weights_path))
@@ -378,7 +415,9 @@ class Router:
         if set(tensors) != set(expected_shapes):
             lacking = sorted(set(expected_shapes) - set(tensors))
             extra = sorted(set(tensors) - set(expected_shapes))
-            raise EntroRouterError(f"{weights_path}: tensors do not match config.json (missing {lacking}, extra {extra})")
+            raise EntroRouterError(
+                f"{weights_path}: tensors do not match config.json (missing {lacking}, extra {extra})"
+            )
         for name, shape in expected_shapes.items():
             if tensors[name].shape != shape:
                 raise EntroRouterError(
@@ -400,13 +439,22 @@ class Router:
         router.cost_predictor = CostPredictor.from_tensors(part("cost"))
         c = train_config
         router.capability = make_capability(
-            c.capability, knn_k=c.knn_k, prior_strength=c.prior_strength, n_clusters=c.n_clusters,
-            folds=c.capability_folds, seed=c.seed,
+            c.capability,
+            knn_k=c.knn_k,
+            prior_strength=c.prior_strength,
+            n_clusters=c.n_clusters,
+            folds=c.capability_folds,
+            seed=c.seed,
         )
         router.capability.load_tensors(part("capability"))
         policy = RoutingPolicy(
-            int(policy_meta["in_dim"]), len(models), hidden=c.hidden, n_layers=c.n_layers,
-            dropout=c.dropout, lam_min=c.lam_min, lam_max=c.lam_max,
+            int(policy_meta["in_dim"]),
+            len(models),
+            hidden=c.hidden,
+            n_layers=c.n_layers,
+            dropout=c.dropout,
+            lam_min=c.lam_min,
+            lam_max=c.lam_max,
         )
         try:
             policy.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in part("policy").items()})
@@ -417,12 +465,19 @@ class Router:
         router.policy = policy.eval()
         log_path = path / LOG_FILE
         if log_path.exists():
-            router.training_log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line]
+            router.training_log = [
+                json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line
+            ]
         return router
 
 
 def evaluation_report(
-    table: OutcomeTable, routed: Any, probs: np.ndarray | None, *, lam: float | None, ref: Reference | None = None
+    table: OutcomeTable,
+    routed: Any,
+    probs: np.ndarray | None,
+    *,
+    lam: float | None,
+    ref: Reference | None = None,
 ) -> dict[str, Any]:
     """The `evaluate` JSON: router accuracy/cost next to the strongest model's."""
     ref = ref or reference(table)

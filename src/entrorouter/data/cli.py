@@ -15,7 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.required = True
 
     imp = sub.add_parser("import", help="turn a dataset or a table file into a Parquet outcome table")
-    imp.add_argument("source", help="a dataset name (mmlu_pro, routerbench_subset, routellm_2model, demo) or a file")
+    imp.add_argument(
+        "source",
+        help="a dataset name (mmlu_pro, routerbench_subset, routellm_2model, demo) or a file",
+    )
     imp.add_argument("--out", required=True, type=Path, help="output table (.parquet, .csv or .jsonl)")
     imp.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
     imp.set_defaults(handler=cmd_import)
@@ -39,8 +42,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     table_format(args.out)  # fail on a bad extension before doing any work
     table = load_source(args.source, data_dir_path=args.data_dir)
     write_table(table, args.out)
-    print(f"wrote {args.out}: {table.n_queries} queries x {table.n_models} models, "
-          f"{table.observed.mean():.1%} of outcomes observed")
+    print(
+        f"wrote {args.out}: {table.n_queries} queries x {table.n_models} models, "
+        f"{table.observed.mean():.1%} of outcomes observed"
+    )
     return 0
 
 
@@ -49,8 +54,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     table = read_table(args.table)
     splits = "" if table.splits is None else f", splits {sorted(set(table.splits) - {None})}"
-    print(f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "
-          f"{table.observed.mean():.1%} of outcomes observed{splits}")
+    print(
+        f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "
+        f"{table.observed.mean():.1%} of outcomes observed{splits}"
+    )
     return 0
 
 
@@ -65,11 +72,17 @@ def table_summary(table) -> dict:
         "n_queries": table.n_queries,
         "n_models": table.n_models,
         "observed": float(table.observed.mean()),
-        "models": {
-            m: {k: float(v) for k, v in row.items()} for m, row in stats.iterrows()
+        "models": {m: {k: float(v) for k, v in row.items()} for m, row in stats.iterrows()},
+        "strongest": {
+            "model": ref.strongest,
+            "accuracy": ref.strongest_accuracy,
+            "cost": ref.strongest_cost,
         },
-        "strongest": {"model": ref.strongest, "accuracy": ref.strongest_accuracy, "cost": ref.strongest_cost},
-        "cheapest": {"model": ref.cheapest, "accuracy": ref.cheapest_accuracy, "cost": ref.cheapest_cost},
+        "cheapest": {
+            "model": ref.cheapest,
+            "accuracy": ref.cheapest_accuracy,
+            "cost": ref.cheapest_cost,
+        },
         "oracle": {"accuracy": ref.oracle_accuracy, "cost": ref.oracle_cost},
         "random": {"accuracy": ref.random_accuracy, "cost": ref.random_cost},
     }
@@ -91,8 +104,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     console = Console()
-    view = Table(title=f"{table.name}: {table.n_queries} queries x {table.n_models} models "
-                       f"({summary['observed']:.1%} observed)")
+    view = Table(
+        title=f"{table.name}: {table.n_queries} queries x {table.n_models} models ({summary['observed']:.1%} observed)"
+    )
     for column in ("model", "accuracy", "mean cost (US$)", "coverage"):
         view.add_column(column, justify="left" if column == "model" else "right")
     for model, row in sorted(summary["models"].items(), key=lambda kv: -kv[1]["accuracy"]):

@@ -55,7 +55,7 @@ class PriceCard:
                 pin, pout = float(entry["input"]), float(entry["output"])
             except (TypeError, KeyError, ValueError):
                 raise DataError(
-                    "expected {\"input\": <US$/1M tokens>, \"output\": <US$/1M tokens>}",
+                    'expected {"input": <US$/1M tokens>, "output": <US$/1M tokens>}',
                     file=path,
                     column=model,
                 ) from None
@@ -124,7 +124,12 @@ class CostPredictor:
         return np.clip(self.intercept + self.slope * length, self.low, self.high)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {"intercept": self.intercept, "slope": self.slope, "low": self.low, "high": self.high}
+        return {
+            "intercept": self.intercept,
+            "slope": self.slope,
+            "low": self.low,
+            "high": self.high,
+        }
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> CostPredictor:

@@ -39,8 +39,7 @@ def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     value = explicit or os.environ.get(DATA_DIR_ENV)
     if not value:
         raise EntroRouterError(
-            f"the dataset folder is not set: pass --data-dir or set {DATA_DIR_ENV} "
-            "(e.g. to ../shared/data)"
+            f"the dataset folder is not set: pass --data-dir or set {DATA_DIR_ENV} (e.g. to ../shared/data)"
         )
     path = Path(value).expanduser()
     if not path.is_dir():
@@ -70,7 +69,10 @@ def import_mmlu_pro(root: Path) -> OutcomeTable:
     rows = q_index.get_indexer(outcomes["question_id"])
     if (rows < 0).any():
         bad = outcomes["question_id"][rows < 0].iloc[0]
-        raise DataError(f"outcome for unknown question_id {bad!r}", file=folder / "mmlu_pro_outcomes_long.parquet")
+        raise DataError(
+            f"outcome for unknown question_id {bad!r}",
+            file=folder / "mmlu_pro_outcomes_long.parquet",
+        )
     cols = pd.Index(models).get_indexer(outcomes["model"])
 
     raw_len = (questions["question"].str.len() + questions["options"].str.len()).to_numpy()
@@ -177,16 +179,21 @@ def import_routellm_2model(root: Path) -> OutcomeTable:
         frame = pd.read_csv(path)
         subject = path.stem.removeprefix("mmlu_")
         out_tok = {m: np.full(len(frame), MMLU_ANSWER_TOKENS) for m in ROUTELLM_MODELS}
-        parts.append(_routellm_part(frame, f"mmlu/{subject}", out_tok, _contaminated(folder / "mmlu_contaminated_prompts.jsonl")))
+        parts.append(
+            _routellm_part(
+                frame,
+                f"mmlu/{subject}",
+                out_tok,
+                _contaminated(folder / "mmlu_contaminated_prompts.jsonl"),
+            )
+        )
     gsm = pd.read_csv(_require(folder / "gsm8k_responses.csv"))
     out_tok = {m: estimate_tokens(gsm[f"{m}_response"].fillna("").str.len().to_numpy()) for m in ROUTELLM_MODELS}
     parts.append(_routellm_part(gsm, "gsm8k", out_tok, _contaminated(folder / "gsm8k_contaminated_prompts.jsonl")))
 
     frame = pd.concat(parts, ignore_index=True)
     in_tok = estimate_tokens(frame["query"].str.len().to_numpy())
-    costs = np.column_stack(
-        [card.cost(m, in_tok, frame[f"out_tok:{m}"].to_numpy()) for m in ROUTELLM_MODELS]
-    )
+    costs = np.column_stack([card.cost(m, in_tok, frame[f"out_tok:{m}"].to_numpy()) for m in ROUTELLM_MODELS])
     row = np.arange(len(frame))
     return OutcomeTable.from_arrays(
         query_ids=frame["query_id"],
@@ -230,7 +237,11 @@ DATASETS: dict[str, Callable[[Path], OutcomeTable]] = {
     "routerbench_subset": import_routerbench_subset,
     "routellm_2model": import_routellm_2model,
 }
-ALIASES = {"mmlu-pro": "mmlu_pro", "routerbench": "routerbench_subset", "routellm": "routellm_2model"}
+ALIASES = {
+    "mmlu-pro": "mmlu_pro",
+    "routerbench": "routerbench_subset",
+    "routellm": "routellm_2model",
+}
 
 
 def dataset_name(source: str) -> str | None:
@@ -251,7 +262,6 @@ def load_source(source: str, *, data_dir_path: str | os.PathLike[str] | None = N
     path = Path(source)
     if not path.exists():
         raise EntroRouterError(
-            f"{source!r} is neither a file nor a dataset name "
-            f"(datasets: {', '.join([*DATASETS, 'demo'])})"
+            f"{source!r} is neither a file nor a dataset name (datasets: {', '.join([*DATASETS, 'demo'])})"
         )
     return read_table(path)

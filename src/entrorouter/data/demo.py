@@ -37,21 +37,103 @@ DEMO_POOL: dict[str, tuple[float, float, tuple[float, ...]]] = {
 }
 
 _VOCAB = {
-    "math": ("integral", "derivative", "prime", "matrix", "eigenvalue", "probability", "triangle", "series", "polynomial", "limit"),
-    "code": ("function", "python", "recursion", "array", "sorting", "API", "regex", "class", "bug", "unit test"),
-    "law": ("contract", "tort", "liability", "statute", "appeal", "plaintiff", "negligence", "jurisdiction", "precedent", "clause"),
-    "medicine": ("diagnosis", "symptom", "dosage", "patient", "enzyme", "infection", "therapy", "artery", "antibiotic", "syndrome"),
-    "history": ("empire", "treaty", "revolution", "dynasty", "war", "colony", "parliament", "century", "monarch", "reform"),
-    "writing": ("poem", "story", "essay", "slogan", "metaphor", "letter", "dialogue", "haiku", "tone", "headline"),
+    "math": (
+        "integral",
+        "derivative",
+        "prime",
+        "matrix",
+        "eigenvalue",
+        "probability",
+        "triangle",
+        "series",
+        "polynomial",
+        "limit",
+    ),
+    "code": (
+        "function",
+        "python",
+        "recursion",
+        "array",
+        "sorting",
+        "API",
+        "regex",
+        "class",
+        "bug",
+        "unit test",
+    ),
+    "law": (
+        "contract",
+        "tort",
+        "liability",
+        "statute",
+        "appeal",
+        "plaintiff",
+        "negligence",
+        "jurisdiction",
+        "precedent",
+        "clause",
+    ),
+    "medicine": (
+        "diagnosis",
+        "symptom",
+        "dosage",
+        "patient",
+        "enzyme",
+        "infection",
+        "therapy",
+        "artery",
+        "antibiotic",
+        "syndrome",
+    ),
+    "history": (
+        "empire",
+        "treaty",
+        "revolution",
+        "dynasty",
+        "war",
+        "colony",
+        "parliament",
+        "century",
+        "monarch",
+        "reform",
+    ),
+    "writing": (
+        "poem",
+        "story",
+        "essay",
+        "slogan",
+        "metaphor",
+        "letter",
+        "dialogue",
+        "haiku",
+        "tone",
+        "headline",
+    ),
 }
-_EASY = ("What is the {a}?", "Define {a} in one sentence.", "Name one {a} example.", "Quick question about a {a}.")
+_EASY = (
+    "What is the {a}?",
+    "Define {a} in one sentence.",
+    "Name one {a} example.",
+    "Quick question about a {a}.",
+)
 _HARD = (
     "Prove rigorously, step by step, how the {a} relates to the {b} and justify every assumption.",
     "Analyse in depth the interaction between {a}, {b} and {c}, considering edge cases.",
     "Derive and explain, with a worked multi-step argument, why the {a} constrains the {b}.",
 )
-_MEDIUM = ("Explain how a {a} affects the {b}.", "Compare the {a} and the {b} briefly.", "Give an example where a {a} changes a {b}.")
-_ANSWER_CHARS = {"math": 900, "code": 1400, "law": 1100, "medicine": 1000, "history": 900, "writing": 1300}
+_MEDIUM = (
+    "Explain how a {a} affects the {b}.",
+    "Compare the {a} and the {b} briefly.",
+    "Give an example where a {a} changes a {b}.",
+)
+_ANSWER_CHARS = {
+    "math": 900,
+    "code": 1400,
+    "law": 1100,
+    "medicine": 1000,
+    "history": 900,
+    "writing": 1300,
+}
 
 
 def make_demo_table(n_queries: int = 3000, seed: int = 0) -> OutcomeTable:

@@ -38,8 +38,7 @@ def table_format(path: Path) -> str:
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise DataError(
-            f"unsupported file type {path.suffix or '(none)'!r}; expected one of "
-            f"{', '.join(sorted(FORMATS))}",
+            f"unsupported file type {path.suffix or '(none)'!r}; expected one of {', '.join(sorted(FORMATS))}",
             file=path,
         )
     return fmt
@@ -117,7 +116,12 @@ def numeric_column(
             continue
         if isinstance(value, bool | np.bool_):
             if not allow_bool:
-                raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column)
+                raise DataError(
+                    f"expected {expected}, got {value!r}",
+                    file=path,
+                    row=row_label(i),
+                    column=column,
+                )
             out[i] = float(value)
             continue
         if isinstance(value, str):
@@ -128,9 +132,7 @@ def numeric_column(
         try:
             out[i] = float(value)
         except (TypeError, ValueError):
-            raise DataError(
-                f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column
-            ) from None
+            raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column) from None
         if not np.isfinite(out[i]):
             raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column)
     return out
@@ -154,8 +156,7 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, l
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
-            f"missing column(s) {', '.join(repr(c) for c in missing)}; the {layout} needs "
-            f"{', '.join(columns)}",
+            f"missing column(s) {', '.join(repr(c) for c in missing)}; the {layout} needs {', '.join(columns)}",
             file=path,
         )
 
@@ -244,16 +245,12 @@ def _table_from_wide(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable
     scores = np.column_stack(
         [numeric_column(frame, f"score:{m}", path, expected="a score in [0, 1]", allow_bool=True) for m in models]
     )
-    costs = np.column_stack(
-        [numeric_column(frame, f"cost:{m}", path, expected="a cost >= 0 (US$)") for m in models]
-    )
+    costs = np.column_stack([numeric_column(frame, f"cost:{m}", path, expected="a cost >= 0 (US$)") for m in models])
     for j, model in enumerate(models):
         _check_ranges(scores[:, j], costs[:, j], path, score_col=f"score:{model}", cost_col=f"cost:{model}")
     rows = np.arange(len(frame))
     _check_every_query_observed(scores, query_ids, rows, path)
-    optional = {
-        c: text_column(frame, c, path, required=False) for c in ("task", "split") if c in frame.columns
-    }
+    optional = {c: text_column(frame, c, path, required=False) for c in ("task", "split") if c in frame.columns}
     return OutcomeTable.from_arrays(
         query_ids=query_ids,
         queries=text_column(frame, "query", path, required=True),
@@ -270,12 +267,18 @@ def _check_ranges(scores: np.ndarray, costs: np.ndarray, path: Path, *, score_co
     bad = np.flatnonzero((scores < 0) | (scores > 1))
     if bad.size:
         raise DataError(
-            f"expected a score in [0, 1], got {scores[bad[0]]:g}", file=path, row=row_label(int(bad[0])), column=score_col
+            f"expected a score in [0, 1], got {scores[bad[0]]:g}",
+            file=path,
+            row=row_label(int(bad[0])),
+            column=score_col,
         )
     bad = np.flatnonzero(costs < 0)
     if bad.size:
         raise DataError(
-            f"expected a cost >= 0 (US$), got {costs[bad[0]]:g}", file=path, row=row_label(int(bad[0])), column=cost_col
+            f"expected a cost >= 0 (US$), got {costs[bad[0]]:g}",
+            file=path,
+            row=row_label(int(bad[0])),
+            column=cost_col,
         )
     bad = np.flatnonzero(~np.isnan(scores) & np.isnan(costs))
     if bad.size:
@@ -291,9 +294,7 @@ def _check_constant_per_query(
     values: np.ndarray, q_codes: np.ndarray, first_row: np.ndarray, path: Path, column: str
 ) -> None:
     reference = values[first_row][q_codes]
-    differs = np.flatnonzero(
-        np.array([a != b for a, b in zip(values, reference, strict=True)], dtype=bool)
-    )
+    differs = np.flatnonzero(np.array([a != b for a, b in zip(values, reference, strict=True)], dtype=bool))
     if differs.size:
         i = int(differs[0])
         raise DataError(
@@ -305,9 +306,7 @@ def _check_constant_per_query(
         )
 
 
-def _check_every_query_observed(
-    scores: np.ndarray, query_ids: np.ndarray, first_row: np.ndarray, path: Path
-) -> None:
+def _check_every_query_observed(scores: np.ndarray, query_ids: np.ndarray, first_row: np.ndarray, path: Path) -> None:
     empty = np.flatnonzero(np.isnan(scores).all(axis=1))
     if empty.size:
         q = int(empty[0])
@@ -379,4 +378,3 @@ def write_table(table: OutcomeTable, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     write_frame(table.to_long(), path, meta={"name": table.name, **table.meta})
     return path
-

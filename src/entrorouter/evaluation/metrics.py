@@ -140,7 +140,16 @@ def reference(table: OutcomeTable, *, strongest: str | None = None) -> Reference
     o = realize(table, oracle_rankings(table))
     r_acc, r_cost = random_routing(table)
     return Reference(
-        strongest, s.accuracy, s.cost, cheapest, c.accuracy, c.cost, o.accuracy, o.cost, r_acc, r_cost
+        strongest,
+        s.accuracy,
+        s.cost,
+        cheapest,
+        c.accuracy,
+        c.cost,
+        o.accuracy,
+        o.cost,
+        r_acc,
+        r_cost,
     )
 
 

@@ -55,7 +55,12 @@ class EmbeddingCache:
         return index
 
     def embed(
-        self, encoder: Encoder, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False
+        self,
+        encoder: Encoder,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
     ) -> np.ndarray:
         """(n, dim) float32 vectors for ``texts``, encoding only those not cached yet."""
         texts = list(texts)
@@ -83,6 +88,9 @@ class EmbeddingCache:
         name = f"{uuid.uuid4().hex}.safetensors"
         tmp = folder / f".{name}.tmp"
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
-        save_file({"keys": key_array, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp))
+        save_file(
+            {"keys": key_array, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)},
+            str(tmp),
+        )
         os.replace(tmp, folder / name)
         self._seen_shards.setdefault(cache_id, set()).add(name)

@@ -17,6 +17,7 @@ and their vectors are cached on disk (:mod:`entrorouter.features.cache`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import zlib
@@ -46,7 +47,7 @@ class Encoder(ABC):
     def cache_id(self) -> str:
         """Identifies the function text -> vector (changes when the weights change)."""
 
-    def fit(self, texts: Sequence[str]) -> Encoder:  # noqa: B027 - optional hook
+    def fit(self, texts: Sequence[str]) -> Encoder:
         """Learn corpus statistics (no-op for pretrained encoders)."""
         return self
 
@@ -99,8 +100,11 @@ class SentenceTransformerEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") \
+        dim = (
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
             else self.model.get_sentence_embedding_dimension()
+        )
         return int(dim)
 
     @property
@@ -128,7 +132,12 @@ class SentenceTransformerEncoder(Encoder):
         return np.asarray(vectors, dtype=np.float32)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"kind": self.kind, "name": self.name, "path": str(self.path), "cache_id": self.cache_id}, {}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "path": str(self.path),
+            "cache_id": self.cache_id,
+        }, {}
 
 
 class MiniLMEncoder(SentenceTransformerEncoder):
@@ -176,7 +185,7 @@ class HashedTfidfEncoder(Encoder):
 
     def _buckets(self, text: str) -> np.ndarray:
         words = _TOKEN.findall(text.lower())
-        grams = words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+        grams = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
         # crc32, unlike hash(), is the same in every process.
         return np.array([zlib.crc32(g.encode()) % self.n_buckets for g in grams], dtype=np.int64)
 
@@ -207,7 +216,12 @@ class HashedTfidfEncoder(Encoder):
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         if self.idf is None:
             raise RuntimeError("cannot save an unfitted HashedTfidfEncoder")
-        config = {"kind": self.kind, "n_buckets": self.n_buckets, "out_dim": self.out_dim, "seed": self.seed}
+        config = {
+            "kind": self.kind,
+            "n_buckets": self.n_buckets,
+            "out_dim": self.out_dim,
+            "seed": self.seed,
+        }
         return config, {"idf": self.idf}
 
 

@@ -342,7 +342,9 @@ async def _send_stream(send: Callable[..., Any], chunks: list[dict[str, Any]], d
 
 # ------------------------------------------------------------------ serving
 def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Explicit IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(2048)

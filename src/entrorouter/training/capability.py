@@ -79,20 +79,27 @@ class KnnCapability(CapabilityEstimator):
     name = "knn"
 
     def __init__(self, k: int = 32, prior_strength: float = 4.0, n_clusters: int = 16, seed: int = 0) -> None:
-        self.k, self.prior_strength, self.n_clusters, self.seed = k, prior_strength, n_clusters, seed
+        self.k, self.prior_strength, self.n_clusters, self.seed = (
+            k,
+            prior_strength,
+            n_clusters,
+            seed,
+        )
         self.train_x: np.ndarray | None = None
         self.train_scores: np.ndarray | None = None
         self.centroids: np.ndarray | None = None
         self.cluster_sum: np.ndarray | None = None  # (C, K) summed scores
         self.cluster_count: np.ndarray | None = None  # (C, K) observed outcomes
-        self.global_acc: np.ndarray | None = None
+        self.global_sum: np.ndarray | None = None  # (K,)
+        self.global_count: np.ndarray | None = None  # (K,)
 
     def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
         observed = ~np.isnan(scores)
-        filled = np.where(observed, scores, 0.0)
-        self.global_acc = (filled.sum(0) / np.maximum(observed.sum(0), 1)).astype(np.float32)
+        filled = np.where(observed, scores, 0.0).astype(np.float32)
+        self.global_sum = filled.sum(0)
+        self.global_count = observed.sum(0).astype(np.float32)
         self.centroids = kmeans(self.train_x, self.n_clusters, self.seed)
         assign = self._assign(self.train_x)
         n_c = len(self.centroids)
@@ -100,9 +107,9 @@ class KnnCapability(CapabilityEstimator):
         self.cluster_count = np.zeros_like(self.cluster_sum)
         np.add.at(self.cluster_sum, assign, filled)
         np.add.at(self.cluster_count, assign, observed.astype(np.float32))
-        # Leave-one-out: remove each training query's own outcome from its cluster prior
-        # and from its neighbour set.
-        prior = self._prior(assign, minus_sum=filled, minus_count=observed.astype(np.float32))
+        # Leave-one-out: remove each training query's own outcome from its priors and
+        # from its neighbour set.
+        prior = self._prior(assign, own_sum=filled, own_count=observed.astype(np.float32))
         return self._estimate(self.train_x, prior, exclude_self=True)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -112,11 +119,18 @@ class KnnCapability(CapabilityEstimator):
     def _assign(self, x: np.ndarray) -> np.ndarray:
         return (x @ self.centroids.T).argmax(axis=1)
 
-    def _prior(self, assign: np.ndarray, minus_sum: np.ndarray | float = 0.0, minus_count: np.ndarray | float = 0.0) -> np.ndarray:
-        """Cluster accuracy, smoothed towards the global accuracy (same pseudo-count)."""
-        s = self.cluster_sum[assign] - minus_sum
-        c = self.cluster_count[assign] - minus_count
-        return (s + self.prior_strength * self.global_acc) / (c + self.prior_strength)
+    def _prior(
+        self,
+        assign: np.ndarray,
+        own_sum: np.ndarray | float = 0.0,
+        own_count: np.ndarray | float = 0.0,
+    ) -> np.ndarray:
+        """Cluster accuracy smoothed towards the global accuracy (same pseudo-count),
+        both without the query's own outcome (``own_*``) when it is a training query."""
+        global_acc = (self.global_sum - own_sum) / np.maximum(self.global_count - own_count, 1.0)
+        s = self.cluster_sum[assign] - own_sum
+        c = self.cluster_count[assign] - own_count
+        return (s + self.prior_strength * global_acc) / (c + self.prior_strength)
 
     def _estimate(self, x: np.ndarray, prior: np.ndarray, *, exclude_self: bool) -> np.ndarray:
         train = _torch(self.train_x)
@@ -147,7 +161,8 @@ class KnnCapability(CapabilityEstimator):
             "centroids": self.centroids,
             "cluster_sum": self.cluster_sum,
             "cluster_count": self.cluster_count,
-            "global_acc": self.global_acc,
+            "global_sum": self.global_sum,
+            "global_count": self.global_count,
         }
 
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
@@ -159,9 +174,7 @@ class KnnCapability(CapabilityEstimator):
 class _SuccessNet(nn.Module):
     def __init__(self, in_dim: int, n_models: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models)
-        )
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -173,8 +186,14 @@ class MlpCapability(CapabilityEstimator):
     name = "mlp"
 
     def __init__(
-        self, hidden: int = 256, dropout: float = 0.2, epochs: int = 25, lr: float = 1e-3,
-        weight_decay: float = 1e-4, folds: int = 5, seed: int = 0,
+        self,
+        hidden: int = 256,
+        dropout: float = 0.2,
+        epochs: int = 25,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        folds: int = 5,
+        seed: int = 0,
     ) -> None:
         self.hidden, self.dropout, self.epochs, self.lr = hidden, dropout, epochs, lr
         self.weight_decay, self.folds, self.seed = weight_decay, folds, seed
@@ -249,7 +268,7 @@ class MeanCapability(CapabilityEstimator):
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
         for name, part in self.parts.items():
             prefix = f"{name}."
-            part.load_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            part.load_tensors({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
 
 
 def make_capability(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,11 @@ if TYPE_CHECKING:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser("train", help="train an EntroRouter on an outcome table")
-    train.add_argument("--data", required=True, help="outcome table (CSV/JSONL/Parquet, long or wide) or dataset name")
+    train.add_argument(
+        "--data",
+        required=True,
+        help="outcome table (CSV/JSONL/Parquet, long or wide) or dataset name",
+    )
     train.add_argument("--out", required=True, type=Path, help="router directory to write")
     train.add_argument("--lam", type=float, help="default trade-off λ (default: chosen on validation)")
     train.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -40,13 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route.add_argument("--router", required=True, type=Path, help="router directory")
     route.add_argument("query", help="the query text")
     route.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
-    route.add_argument("--cost-weight", type=float, default=0.0, help="extra request-time cost penalty γ (default 0)")
+    route.add_argument(
+        "--cost-weight",
+        type=float,
+        default=0.0,
+        help="extra request-time cost penalty γ (default 0)",
+    )
     route.add_argument("--json", action="store_true", help="print JSON")
     route.set_defaults(handler=cmd_route)
 
-    quick = subparsers.add_parser("quickstart", help="train on a table (or the simulated demo pool) and print the headline table")
+    quick = subparsers.add_parser(
+        "quickstart",
+        help="train on a table (or the simulated demo pool) and print the headline table",
+    )
     quick.add_argument("--data", help="outcome table or dataset name (default: the simulated demo pool)")
-    quick.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where to save the router (default runs/quickstart)")
+    quick.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/quickstart"),
+        help="where to save the router (default runs/quickstart)",
+    )
     quick.add_argument("--encoder", help="minilm (default), hashed-tfidf or st:<folder>")
     quick.add_argument("--seed", type=int, default=0)
     _data_dir_argument(quick)
@@ -100,7 +118,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     router = Router(config).fit(table, progress=True)
     router.save(args.out)
-    best = max((r["val_reward"] for r in router.training_log if r.get("event") == "validation"), default=float("nan"))
+    best = max(
+        (r["val_reward"] for r in router.training_log if r.get("event") == "validation"),
+        default=float("nan"),
+    )
     print(
         f"saved router to {args.out} in {time.perf_counter() - started:.1f}s: default λ {router.lam:.4g}, "
         f"best validation reward {best:.4f}; log in {args.out / 'training_log.jsonl'}"
@@ -165,13 +186,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         table = load_source(args.data, data_dir_path=args.data_dir)
     train, test = _train_test(table)
     config = TrainConfig(seed=args.seed, **({"encoder": args.encoder} if args.encoder else {}))
-    print(f"training EntroRouter on {train.n_queries} queries x {train.n_models} models "
-          f"(encoder {config.encoder}, seed {config.seed}); testing on {test.n_queries} held-out queries")
+    print(
+        f"training EntroRouter on {train.n_queries} queries x {train.n_models} models "
+        f"(encoder {config.encoder}, seed {config.seed}); testing on {test.n_queries} held-out queries"
+    )
     router = Router(config).fit(train, progress=True)
     router.save(args.out)
     result = router.evaluate(test)
     _print_headline(result, title=f"{table.name} — test split, λ = {router.lam:.4g} (chosen on validation)")
-    print(f"router saved to {args.out}; try: entrorouter route --router {args.out} \"your question\"")
+    print(f'router saved to {args.out}; try: entrorouter route --router {args.out} "your question"')
     return 0
 
 
@@ -200,10 +223,15 @@ def _print_headline(result: dict[str, Any], *, title: str) -> None:
 
     row("EntroRouter", result["accuracy"], result["cost"])
     row(f"strongest: {result['strongest_model']}", s_acc, s_cost)
-    row(f"cheapest: {result['cheapest_model']}", result["cheapest_accuracy"], result["cheapest_cost"])
+    row(
+        f"cheapest: {result['cheapest_model']}",
+        result["cheapest_accuracy"],
+        result["cheapest_cost"],
+    )
     row("random", result["random_accuracy"], result["random_cost"])
     row("oracle (cheapest correct)", result["oracle_accuracy"], result["oracle_cost"])
-    console = Console()
+    # Pipes and CI logs get a wide console, so rows are never wrapped mid-name.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(view)
     usage = sorted(result["usage"].items(), key=lambda kv: -kv[1])
     console.print("usage: " + ", ".join(f"{m} {u:.0%}" for m, u in usage if u >= 0.005))

@@ -132,7 +132,14 @@ class TrainConfig:
         need(0 < self.target_retention <= 1.5, "target_retention", "a fraction such as 0.983")
         need(0 < self.selection_quantile < 1, "selection_quantile", "a number in (0, 1)")
         need(0 < self.lam_min < self.lam_max, "lam_max", "a number above lam_min")
-        for name in ("anchor_temperature", "soft_temperature", "sft_lr", "rl_lr", "prior_strength", "target_kl"):
+        for name in (
+            "anchor_temperature",
+            "soft_temperature",
+            "sft_lr",
+            "rl_lr",
+            "prior_strength",
+            "target_kl",
+        ):
             need(getattr(self, name) > 0, name, "a number > 0")
         for name in ("knn_k", "hidden", "n_layers", "batch_size", "group_size", "n_clusters"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
@@ -140,9 +147,17 @@ class TrainConfig:
         need(0 <= self.smoothing < 1, "smoothing", "a number in [0, 1)")
         need(0 <= self.dropout < 1, "dropout", "a number in [0, 1)")
         need(0 < self.val_fraction < 1, "val_fraction", "a number in (0, 1)")
-        need(0 < self.clip_low < 1 and self.clip_high > 0, "clip_low", "0 < clip_low < 1 and clip_high > 0")
+        need(
+            0 < self.clip_low < 1 and self.clip_high > 0,
+            "clip_low",
+            "0 < clip_low < 1 and clip_high > 0",
+        )
         need(self.beta_start >= 0 and self.beta_end >= 0, "beta_start", "non-negative anchor weights")
-        need(self.entropy_start is None or 0 < self.entropy_start <= 1, "entropy_start", "None or a fraction in (0, 1]")
+        need(
+            self.entropy_start is None or 0 < self.entropy_start <= 1,
+            "entropy_start",
+            "None or a fraction in (0, 1]",
+        )
         need(0 <= self.entropy_floor <= 1, "entropy_floor", "a fraction in [0, 1]")
         for name in ("sft_epochs", "rl_iterations", "update_epochs", "patience"):
             need(int(getattr(self, name)) >= 0, name, "an integer >= 0")

@@ -196,7 +196,15 @@ class Trainer:
         improved = score > self.best_score + 1e-6
         if improved:
             self.best_score, self.best_state = score, copy.deepcopy(self.policy.state_dict())
-        self.log({"stage": stage, "event": "validation", "step": self.step, "val_reward": score, "best": improved})
+        self.log(
+            {
+                "stage": stage,
+                "event": "validation",
+                "step": self.step,
+                "val_reward": score,
+                "best": improved,
+            }
+        )
         self.bar.set_postfix(val_reward=f"{score:.4f}", best=f"{self.best_score:.4f}")
         return improved
 
@@ -237,10 +245,15 @@ class Trainer:
                 optimizer.step()
                 with torch.no_grad():
                     anchor_logp = F.log_softmax(self.anchor(batch, lam), dim=1)
-                    self.record("sft", {
-                        "epoch": epoch, "loss": float(loss), "entropy": float(entropy(logp).mean()),
-                        "kl_anchor": float(kl(logp, anchor_logp).mean()),
-                    })
+                    self.record(
+                        "sft",
+                        {
+                            "epoch": epoch,
+                            "loss": float(loss),
+                            "entropy": float(entropy(logp).mean()),
+                            "kl_anchor": float(kl(logp, anchor_logp).mean()),
+                        },
+                    )
                 self.bar.update()
             self.keep_if_best("sft")
 
@@ -253,7 +266,11 @@ class Trainer:
         stale = 0
         for iteration in range(c.rl_iterations):
             progress = iteration / max(c.rl_iterations - 1, 1)
-            beta = c.beta_start * (c.beta_end / c.beta_start) ** progress if c.beta_end > 0 else c.beta_start * (1 - progress)
+            beta = (
+                c.beta_start * (c.beta_end / c.beta_start) ** progress
+                if c.beta_end > 0
+                else c.beta_start * (1 - progress)
+            )
             target_entropy = None
             if c.entropy_start is not None:
                 frac = c.entropy_start + (c.entropy_floor - c.entropy_start) * progress
@@ -271,7 +288,9 @@ class Trainer:
                     advantages = rewards - (old_logp.exp() * rewards).sum(dim=1, keepdim=True)
                     actions = None
                 else:
-                    actions = torch.multinomial(old_logp.exp(), c.group_size, replacement=True, generator=self.generator)
+                    actions = torch.multinomial(
+                        old_logp.exp(), c.group_size, replacement=True, generator=self.generator
+                    )
                     group = rewards.gather(1, actions)
                     if c.estimator == "grpo":
                         advantages = (group - group.mean(1, keepdim=True)) / (group.std(1, keepdim=True) + 1e-4)
@@ -282,7 +301,12 @@ class Trainer:
             for _ in range(c.update_epochs):
                 for rows in self.batches(len(self.train)):
                     logp = F.log_softmax(self.logits(self.train.subset(rows), lam[rows]), dim=1)
-                    pg_loss, clip_frac = self.surrogate(logp, old_logp[rows], advantages[rows], None if actions is None else actions[rows])
+                    pg_loss, clip_frac = self.surrogate(
+                        logp,
+                        old_logp[rows],
+                        advantages[rows],
+                        None if actions is None else actions[rows],
+                    )
                     kl_anchor = kl(logp, anchor_logp[rows]).mean()
                     ent = entropy(logp).mean()
                     alpha = math.exp(log_alpha) if target_entropy is not None else 0.0
@@ -295,11 +319,21 @@ class Trainer:
                     if target_entropy is not None:
                         # SAC-style dual step: α grows while entropy is below its target.
                         log_alpha = min(0.0, log_alpha + c.alpha_lr * (target_entropy - float(ent.detach())))
-                    self.record("rl", {
-                        "iteration": iteration, "loss": float(loss.detach()), "pg_loss": float(pg_loss.detach()),
-                        "entropy": float(ent.detach()), "kl_anchor": float(kl_anchor.detach()), "kl_prev": kl_prev,
-                        "clip_frac": clip_frac, "beta": beta, "alpha": alpha, "target_entropy": target_entropy,
-                    })
+                    self.record(
+                        "rl",
+                        {
+                            "iteration": iteration,
+                            "loss": float(loss.detach()),
+                            "pg_loss": float(pg_loss.detach()),
+                            "entropy": float(ent.detach()),
+                            "kl_anchor": float(kl_anchor.detach()),
+                            "kl_prev": kl_prev,
+                            "clip_frac": clip_frac,
+                            "beta": beta,
+                            "alpha": alpha,
+                            "target_entropy": target_entropy,
+                        },
+                    )
                     self.bar.update()
                     if kl_prev > c.target_kl:
                         stop = True  # trust region reached: end this iteration
@@ -311,7 +345,11 @@ class Trainer:
                 break
 
     def surrogate(
-        self, logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, actions: torch.Tensor | None
+        self,
+        logp: torch.Tensor,
+        old_logp: torch.Tensor,
+        advantages: torch.Tensor,
+        actions: torch.Tensor | None,
     ) -> tuple[torch.Tensor, float]:
         """Negative clipped surrogate and the fraction of clipped probability mass/samples."""
         c = self.config

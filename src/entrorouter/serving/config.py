@@ -1,0 +1,256 @@
+"""The gateway's configuration (``gateway.yaml``), validated up front.
+
+Every value is checked when the file is read, so a bad config fails at startup with one
+line naming the file and the field, never on the first request. ``docs/gateway.md`` is the
+user-facing reference; ``examples/gateway.yaml`` is a commented example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, parse_backends
+from entrorouter.errors import ConfigError
+
+#: The model name clients send to have the router choose; ``ROUTER_MODEL:<λ>`` sets λ.
+ROUTER_MODEL = "entrorouter"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where to listen and how long a shutdown waits for in-flight requests."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.port <= 65535, "port", "expected a port number 0..65535")
+        _require(self.drain_timeout_s >= 0, "drain_timeout_s", "expected a number >= 0")
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Client authentication: the env vars holding accepted keys, or none at all."""
+
+    api_key_envs: tuple[str, ...] = ()
+    disabled: bool = False
+
+    def __post_init__(self) -> None:
+        _require(
+            self.disabled or bool(self.api_key_envs),
+            "api_key_envs",
+            "list the environment variables holding client keys (or set auth.disabled: true)",
+        )
+        _require(
+            not (self.disabled and self.api_key_envs),
+            "disabled",
+            "auth.disabled: true contradicts auth.api_key_envs",
+        )
+
+    def load_keys(self, source: str) -> tuple[bytes, ...]:
+        """The accepted keys, read from the environment now (startup fails if one is unset)."""
+        keys = []
+        for env in self.api_key_envs:
+            value = os.environ.get(env, "")
+            if not value:
+                raise ConfigError(f"{source}: auth.api_key_envs: environment variable {env} is not set")
+            keys.append(value.encode())
+        return tuple(keys)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Request limits: body size (413 beyond) and concurrent chat requests (503 beyond)."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_in_flight: int = 1024
+
+    def __post_init__(self) -> None:
+        _require(self.max_body_bytes >= 1, "max_body_bytes", "expected an integer >= 1")
+        _require(self.max_in_flight >= 1, "max_in_flight", "expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """What text is routed on and how routing requests are micro-batched."""
+
+    max_text_chars: int = 2000
+    batch_max_size: int = 32
+    batch_max_wait_ms: float = 2.0
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.max_text_chars >= 1, "max_text_chars", "expected an integer >= 1")
+        _require(self.batch_max_size >= 1, "batch_max_size", "expected an integer >= 1")
+        _require(0 <= self.batch_max_wait_ms <= 1000, "batch_max_wait_ms", "expected 0..1000 (milliseconds)")
+        _require(self.torch_threads >= 1, "torch_threads", "expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Backoff between retries of one backend (the retry count is per backend)."""
+
+    base_delay_s: float = 0.1
+    max_delay_s: float = 2.0
+    max_retry_after_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("base_delay_s", "max_delay_s", "max_retry_after_s"):
+            _require(getattr(self, name) >= 0, name, "expected a number >= 0")
+
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(self.base_delay_s, self.max_delay_s, self.max_retry_after_s)
+
+
+@dataclass(frozen=True)
+class CircuitBreakerConfig:
+    """Open a backend's circuit after this many consecutive failures; probe after the cool-down."""
+
+    failure_threshold: int = 5
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(self.failure_threshold >= 1, "failure_threshold", "expected an integer >= 1")
+        _require(self.cooldown_s >= 0, "cooldown_s", "expected a number >= 0")
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    """How many backends one routed request may be sent to (skipped ones do not count)."""
+
+    max_backends: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.max_backends >= 1, "max_backends", "expected an integer >= 1")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """JSON logs on stderr; request text only when ``include_text`` is switched on."""
+
+    level: str = "info"
+    include_text: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.level in LOG_LEVELS, "level", f"expected one of {list(LOG_LEVELS)}")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole ``gateway.yaml``."""
+
+    router: Path
+    backends: tuple[BackendConfig, ...]
+    auth: AuthConfig
+    source: str = "gateway config"
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    routing: RoutingConfig = RoutingConfig()
+    retry: RetryConfig = RetryConfig()
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    fallback: FallbackConfig = FallbackConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def backend(self, name: str) -> BackendConfig | None:
+        return next((b for b in self.backends if b.name == name), None)
+
+
+# The optional sections of gateway.yaml and the dataclass each one fills.
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "auth": AuthConfig,
+    "limits": LimitsConfig,
+    "routing": RoutingConfig,
+    "retry": RetryConfig,
+    "circuit_breaker": CircuitBreakerConfig,
+    "fallback": FallbackConfig,
+    "logging": LoggingConfig,
+}
+
+
+def load_gateway_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate ``gateway.yaml``; relative paths are relative to the file."""
+    path = Path(path)
+    return parse_gateway_config(load_yaml(path), source=str(path), base_dir=path.parent)
+
+
+def parse_gateway_config(raw: dict[str, Any], *, source: str, base_dir: Path) -> GatewayConfig:
+    """Validate a config mapping; every error is one line naming ``source`` and the field."""
+    known = {"router", "backends", *SECTIONS}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; expected some of {sorted(known)}")
+    router = raw.get("router")
+    if not isinstance(router, str) or not router:
+        raise ConfigError(f"{source}: router: expected the path of a router directory (from `entrorouter train`)")
+    backends = tuple(parse_backends(raw.get("backends"), source))
+    for backend in backends:
+        if backend.name == ROUTER_MODEL or backend.name.startswith(ROUTER_MODEL + ":"):
+            raise ConfigError(f"{source}: backend name {backend.name!r} is reserved for the router")
+    # A missing ``auth`` section fails in AuthConfig: an open gateway must be asked for.
+    sections = {name: _parse_section(raw.get(name), name, cls, source) for name, cls in SECTIONS.items()}
+    return GatewayConfig(router=(base_dir / router), backends=backends, source=source, **sections)
+
+
+# ------------------------------------------------------------------ helpers
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _require(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise _FieldError(field, message)
+
+
+def _parse_section(raw: Any, name: str, cls: type, source: str) -> Any:
+    """Fill dataclass ``cls`` from the mapping ``raw`` (None: all defaults), checking types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {name}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"{source}: {name}: unknown field(s) {unknown}; expected some of {sorted(fields)}")
+    values = {}
+    for key, value in raw.items():
+        try:
+            values[key] = _coerce(value, hints[key])
+        except _FieldError as exc:
+            raise ConfigError(f"{source}: {name}.{key}: {exc}, got {value!r}") from None
+    try:
+        return cls(**values)
+    except _FieldError as exc:
+        raise ConfigError(f"{source}: {name}.{exc.field}: {exc}") from None
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (bool, int, float, str or tuple[str, ...]), else a _FieldError."""
+    if kind is bool:
+        _require(isinstance(value, bool), "", "expected true or false")
+    elif kind is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), "", "expected an integer")
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        _require(ok, "", "expected a number")
+        return float(value)
+    elif kind is str:
+        _require(isinstance(value, str), "", "expected a string")
+    elif kind == tuple[str, ...]:
+        ok = isinstance(value, list) and all(isinstance(v, str) and v for v in value)
+        _require(ok, "", "expected a list of non-empty strings")
+        return tuple(value)
+    else:  # a field type this parser does not know: a programming error
+        raise TypeError(f"unsupported config field type {kind!r}")
+    return value

@@ -1,0 +1,85 @@
+"""Server-sent events, as OpenAI-compatible servers stream chat completions.
+
+The gateway relays a backend's stream event by event: it must see event boundaries to
+rename the ``model`` field, to notice the final ``data: [DONE]`` (a stream that ends
+without it was truncated) and to add an error event when the backend fails mid-stream.
+Bytes are forwarded as soon as an event is complete, never buffered beyond one event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+DONE = "[DONE]"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One SSE event: its raw lines (without the blank line ending it) and its data."""
+
+    raw: bytes
+    data: str | None  # the ``data:`` lines joined by "\n"; None for comments / keep-alives
+    data_only: bool  # no other field (event:, id:, retry:, comments): safe to re-encode
+
+    @property
+    def is_done(self) -> bool:
+        return self.data == DONE
+
+    def json(self) -> Any:
+        """The data as JSON, or None when it is not JSON (or there is none)."""
+        if self.data is None or self.data == DONE:
+            return None
+        try:
+            return json.loads(self.data)
+        except ValueError:
+            return None
+
+
+class EventDecoder:
+    """Splits a byte stream into events; accepts \\n, \\r\\n and \\r line endings."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._held_cr = b""  # a trailing \r may be the first half of \r\n
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        data = self._held_cr + chunk
+        self._held_cr = b""
+        if data.endswith(b"\r"):
+            data, self._held_cr = data[:-1], b"\r"
+        self._buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *complete, self._buffer = self._buffer.split(b"\n\n")
+        return [parse_event(raw) for raw in complete if raw.strip(b"\n")]
+
+
+def parse_event(raw: bytes) -> Event:
+    raw = raw.lstrip(b"\n")
+    data_lines, other_lines = [], 0
+    for line in raw.split(b"\n"):
+        if line == b"data" or line.startswith(b"data:"):
+            value = line[5:]
+            data_lines.append(value[1:] if value.startswith(b" ") else value)
+        else:
+            other_lines += 1
+    data = b"\n".join(data_lines).decode("utf-8", errors="replace") if data_lines else None
+    return Event(raw, data, data_only=bool(data_lines) and not other_lines)
+
+
+async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
+    """Complete events from a byte stream; an unterminated last event is dropped (per SSE)."""
+    decoder = EventDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            yield event
+
+
+def encode(event: Event) -> bytes:
+    return event.raw + b"\n\n"
+
+
+def data_event(payload: Any) -> bytes:
+    """``data: <json>`` + the blank line, ready to send."""
+    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"

@@ -1,0 +1,56 @@
+"""Encoders and the embedding cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from entrorouter.errors import EntroRouterError
+from entrorouter.features.cache import EmbeddingCache
+from entrorouter.features.encoders import HashedTfidfEncoder, encoder_from_state, make_encoder
+
+TEXTS = [
+    "What is the integral of x squared?",
+    "Write a python function to sort a list",
+    "Who won the war of 1812?",
+]
+
+
+def test_hashed_tfidf_is_deterministic_and_saved() -> None:
+    encoder = make_encoder("hashed-tfidf").fit(TEXTS)
+    x = encoder.encode(TEXTS)
+    assert x.shape == (3, 512) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-5)
+    # Similar texts are closer than unrelated ones.
+    near = encoder.encode(["What is the integral of x cubed?"])[0]
+    assert near @ x[0] > near @ x[1]
+    config, tensors = encoder.state()
+    again = encoder_from_state(config, tensors)
+    np.testing.assert_array_equal(again.encode(TEXTS), x)
+
+
+def test_hashed_tfidf_requires_fit() -> None:
+    with pytest.raises(RuntimeError):
+        HashedTfidfEncoder().encode(TEXTS)
+
+
+def test_unknown_encoder() -> None:
+    with pytest.raises(EntroRouterError, match="unknown encoder 'bert'"):
+        make_encoder("bert")
+    with pytest.raises(EntroRouterError, match="holds no sentence-transformers model"):
+        _ = make_encoder("st:/nonexistent").dim
+
+
+@pytest.mark.slow
+def test_minilm_loads_offline_and_cache_reuses_vectors(tmp_path: Path) -> None:
+    encoder = make_encoder("minilm")
+    cache = EmbeddingCache(tmp_path)
+    first = cache.embed(encoder, TEXTS)
+    assert first.shape == (3, 384)
+    assert len(list((tmp_path / encoder.cache_id).glob("*.safetensors"))) == 1
+    # A fresh cache object (another process) reads the shard instead of encoding again.
+    fresh = EmbeddingCache(tmp_path)
+    encoder.encode = None  # any call to the model would now fail
+    np.testing.assert_allclose(fresh.embed(encoder, [TEXTS[2], TEXTS[0]]), first[[2, 0]], rtol=1e-6)

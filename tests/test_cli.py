@@ -1,0 +1,136 @@
+"""The `entrorouter` command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from entrorouter.data.io import write_table
+
+from .conftest import FAST
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrorouter.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_user_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo_file(demo_table, tmp_path_factory) -> Path:
+    return write_table(demo_table, tmp_path_factory.mktemp("tables") / "demo.parquet")
+
+
+@pytest.fixture(scope="module")
+def fast_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "fast.json"
+    path.write_text(json.dumps(FAST))
+    return path
+
+
+def test_train_evaluate_route(demo_file: Path, fast_config: Path, tmp_path: Path) -> None:
+    router_dir = tmp_path / "router"
+    trained = run(
+        "train",
+        "--data",
+        str(demo_file),
+        "--out",
+        str(router_dir),
+        "--config",
+        str(fast_config),
+        "--seed",
+        "3",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert {p.name for p in router_dir.iterdir()} == {
+        "config.json",
+        "weights.safetensors",
+        "training_log.jsonl",
+    }
+    assert json.loads((router_dir / "config.json").read_text())["train_config"]["seed"] == 3
+
+    out = tmp_path / "eval.json"
+    evaluated = run("evaluate", "--router", str(router_dir), "--data", str(demo_file), "--json", str(out))
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(out.read_text())
+    assert result["n_queries"] == 160  # --split auto picked the test split
+    assert 0 < result["accuracy"] <= 1 and result["strongest_model"] == "frontier-api"
+
+    routed = run("route", "--router", str(router_dir), "What is the derivative of a polynomial?", "--json")
+    assert routed.returncode == 0, routed.stderr
+    decision = json.loads(routed.stdout)
+    assert decision["model"] == decision["ranking"][0]
+
+
+def test_data_commands(demo_file: Path, tmp_path: Path) -> None:
+    inspected = run("data", "inspect", str(demo_file), "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    summary = json.loads(inspected.stdout)
+    assert summary["strongest"]["model"] == "frontier-api"
+    assert summary["oracle"]["accuracy"] >= summary["strongest"]["accuracy"]
+    assert run("data", "validate", str(demo_file)).returncode == 0
+    out = tmp_path / "demo.csv"
+    assert run("data", "import", "demo", "--out", str(out)).returncode == 0
+    assert out.exists()
+
+
+def test_bad_table_gives_one_line_and_no_output(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query_id,query,model,score,cost\nq,t,a,2,1\n")
+    assert_user_error(run("data", "validate", str(bad)), "bad.csv", "row 1", "'score'", "[0, 1]")
+    out = tmp_path / "out.parquet"
+    assert_user_error(run("data", "import", str(bad), "--out", str(out)), "row 1")
+    assert not out.exists()
+    router_dir = tmp_path / "router"
+    assert_user_error(run("train", "--data", str(bad), "--out", str(router_dir)), "bad.csv")
+    assert not router_dir.exists()
+
+
+def test_user_errors(demo_file: Path, tmp_path: Path) -> None:
+    assert_user_error(run("route", "--router", str(tmp_path), "hi"), "config.json")
+    assert_user_error(run("data", "import", "demo", "--out", str(tmp_path / "t.xlsx")), "unsupported file type")
+    bad_config = tmp_path / "c.json"
+    bad_config.write_text(json.dumps({"estimator": "ppo"}))
+    assert_user_error(
+        run(
+            "train",
+            "--data",
+            str(demo_file),
+            "--out",
+            str(tmp_path / "r"),
+            "--config",
+            str(bad_config),
+        ),
+        "estimator",
+    )
+    assert_user_error(run("evaluate", "--router", str(tmp_path), "--data", "nope.csv"), "config.json")
+    usage = run("train", "--data")
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_on_the_demo_pool(tmp_path: Path) -> None:
+    result = run("quickstart", "--out", str(tmp_path / "qs"), "--encoder", "hashed-tfidf")
+    assert result.returncode == 0, result.stderr
+    assert "SIMULATED" in result.stdout
+    for row in ("EntroRouter", "strongest: frontier-api", "cheapest: tiny-3b", "random", "oracle"):
+        assert row in result.stdout
+    assert (tmp_path / "qs" / "config.json").exists()

@@ -1,0 +1,128 @@
+"""Router API: route, evaluate, save/load round trip and loading errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from entrorouter.errors import EntroRouterError
+from entrorouter.router import FORMAT_VERSION, Router
+
+
+def test_route_returns_model_ranking_and_probabilities(tiny_router: Path, demo_table) -> None:
+    router = Router.load(tiny_router)
+    [result] = router.route("Prove rigorously how the integral relates to the series")
+    assert result.model == result.ranking[0]
+    assert sorted(result.ranking) == sorted(demo_table.models)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert router.route([]) == []
+    with pytest.raises(EntroRouterError, match="λ must be"):
+        router.route(["x"], lam=-1)
+
+
+def test_cost_knob_moves_towards_cheaper_models(tiny_router: Path, demo_table) -> None:
+    router = Router.load(tiny_router)
+    queries = list(demo_table.split("test").queries[:100])
+    prices = demo_table.split("train").model_stats()["mean_cost"]
+
+    def mean_price(results) -> float:
+        return float(np.mean([prices[r.model] for r in results]))
+
+    base = router.route(queries, lam=0.0)
+    assert mean_price(router.route(queries, lam=0.0, cost_weight=5.0)) < mean_price(base)
+
+
+def test_save_load_round_trip(tiny_router: Path, demo_table, tmp_path: Path) -> None:
+    router = Router.load(tiny_router)
+    queries = list(demo_table.split("test").queries[:20])
+    copy_path = router.save(tmp_path / "copy")
+    again = Router.load(copy_path)
+    assert again.models == router.models and again.lam == router.lam
+    for a, b in zip(router.route(queries), again.route(queries), strict=True):
+        assert a.ranking == b.ranking
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-7)
+    config = json.loads((copy_path / "config.json").read_text())
+    assert config["format_version"] == FORMAT_VERSION and config["models"] == list(router.models)
+    assert (copy_path / "training_log.jsonl").read_text().count("\n") == len(router.training_log)
+    assert not list(copy_path.glob("*.pkl")) and not list(copy_path.glob("*.tmp"))
+
+
+def test_evaluate_json_fields(tiny_router: Path, demo_table) -> None:
+    result = Router.load(tiny_router).evaluate(demo_table.split("test"))
+    for key in (
+        "accuracy",
+        "cost",
+        "strongest_model",
+        "strongest_accuracy",
+        "strongest_cost",
+        "retained",
+        "cost_reduction",
+        "entropy",
+        "usage",
+    ):
+        assert key in result
+    assert result["retained"] == pytest.approx(result["accuracy"] / result["strongest_accuracy"])
+    assert result["cost_reduction"] == pytest.approx(1 - result["cost"] / result["strongest_cost"])
+    assert sum(result["usage"].values()) == pytest.approx(1.0)
+
+
+def broken_copy(tiny_router: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "broken"
+    shutil.copytree(tiny_router, target)
+    return target
+
+
+def edit_config(path: Path, **changes) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_load_errors(tiny_router: Path, tmp_path: Path) -> None:
+    with pytest.raises(EntroRouterError, match="no router directory"):
+        Router.load(tmp_path / "missing")
+    path = broken_copy(tiny_router, tmp_path)
+    with pytest.raises(EntroRouterError, match="trained for the pool"):
+        Router.load(path, expected_models=["a", "b"])
+
+    edit_config(path, format_version=99)
+    with pytest.raises(EntroRouterError, match="format version 99"):
+        Router.load(path)
+
+    edit_config(path, format_version=FORMAT_VERSION, models=["only-one"])
+    with pytest.raises(EntroRouterError, match="at least two distinct"):
+        Router.load(path)
+
+    shutil.rmtree(path)
+    path = broken_copy(tiny_router, tmp_path)
+    (path / "config.json").write_text("{ nope")
+    with pytest.raises(EntroRouterError, match="invalid JSON"):
+        Router.load(path)
+
+
+def test_tensor_shape_mismatch_is_reported(tiny_router: Path, tmp_path: Path) -> None:
+    path = broken_copy(tiny_router, tmp_path)
+    tensors = load_file(str(path / "weights.safetensors"))
+    tensors["policy.head.bias"] = np.zeros(3, dtype=np.float32)
+    save_file(tensors, str(path / "weights.safetensors"))
+    with pytest.raises(EntroRouterError, match=r"'policy\.head\.bias' has shape \[3\]"):
+        Router.load(path)
+    (path / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(EntroRouterError, match="unreadable safetensors"):
+        Router.load(path)
+    (path / "weights.safetensors").unlink()
+    with pytest.raises(EntroRouterError, match="missing"):
+        Router.load(path)
+
+
+def test_a_pool_mismatch_on_evaluate(tiny_router: Path, demo_table) -> None:
+    router = Router.load(tiny_router)
+    other = demo_table.split("test")
+    other.models = tuple(f"x-{m}" for m in other.models)
+    with pytest.raises(EntroRouterError, match="has no outcomes for model"):
+        router.evaluate(other)
