@@ -67,6 +67,16 @@ class RouteResult:
         }
 
 
+@dataclass(frozen=True)
+class RoutingInputs:
+    """What the policy sees for a batch of queries, all known before any call is made:
+    embeddings, capability estimates â and predicted cost ĉ / C (no realised outcome)."""
+
+    features: np.ndarray
+    capability: np.ndarray
+    cost: np.ndarray
+
+
 def _tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
@@ -106,8 +116,12 @@ class Router:
             return self.encoder.encode(list(texts), progress=progress)
         return self.cache.embed(self.encoder, list(texts), progress=progress)
 
-    def _capability_and_cost(self, features: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        return self.capability.predict(features), self.cost_predictor.predict(list(texts)) / self.cost_scale
+    def inputs(self, features: np.ndarray, texts: Sequence[str]) -> RoutingInputs:
+        """Routing inputs for embedded queries (independent of λ: compute once, route at many λ)."""
+        self._check_fitted()
+        return RoutingInputs(
+            features, self.capability.predict(features), self.cost_predictor.predict(list(texts)) / self.cost_scale
+        )
 
     # ------------------------------------------------------------------- fit
     def fit(
@@ -212,7 +226,8 @@ class Router:
         strongest = val_table.model_index(val_table.strongest_model())
         strong = realize(val_table, single_model_rankings(val_table, strongest))
         candidates = [0.0, *np.geomspace(self.config.lam_min, self.config.lam_max, 40)]
-        routed = [realize(val_table, self.rank(val_features, texts, lam)[1]) for lam in candidates]
+        inputs = self.inputs(val_features, texts)
+        routed = [realize(val_table, self.rank(inputs, lam)[1]) for lam in candidates]
         point = select_operating_point(
             [r.scores for r in routed],
             [r.costs for r in routed],
@@ -225,49 +240,47 @@ class Router:
 
     # ----------------------------------------------------------------- route
     @torch.no_grad()
-    def probabilities(self, features: np.ndarray, texts: Sequence[str], lam: float | None = None) -> np.ndarray:
-        """(n, K) routing distribution π(k | q, λ) for embedded queries."""
-        self._check_fitted()
-        lam_value = self.lam if lam is None else float(lam)
-        if lam_value < 0 or not np.isfinite(lam_value):
+    def probabilities(self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None) -> np.ndarray:
+        """(n, K) routing distribution π(k | q, λ); ``lam`` is one λ or one per query."""
+        lam_values = np.broadcast_to(
+            np.asarray(self.lam if lam is None else lam, dtype=np.float64), (len(inputs.features),)
+        )
+        if (lam_values < 0).any() or not np.isfinite(lam_values).all():
             raise EntroRouterError(f"λ must be a finite number >= 0, got {lam!r}")
-        capability, cost = self._capability_and_cost(features, texts)
-        lam_t = torch.full((len(features),), lam_value)
+        lam_t = torch.from_numpy(lam_values.astype(np.float32))
         anchor = (
-            anchor_logits(_tensor(capability), _tensor(cost), lam_t, self.config.anchor_temperature)
+            anchor_logits(_tensor(inputs.capability), _tensor(inputs.cost), lam_t, self.config.anchor_temperature)
             if self.config.anchor_residual
             else None
         )
-        return F.softmax(self.policy(_tensor(features), lam_t, anchor), dim=1).numpy()
+        return F.softmax(self.policy(_tensor(inputs.features), lam_t, anchor), dim=1).numpy()
 
     def rank(
-        self,
-        features: np.ndarray,
-        texts: Sequence[str],
-        lam: float | None = None,
-        *,
-        cost_weight: float = 0.0,
+        self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, rankings best-first) for embedded queries.
+        """(probabilities, rankings best-first).
 
-        Rankings order models by ``log π(k|q, λ) − cost_weight · ĉ(q, k)``, ĉ the predicted
-        cost / C: a request-time cost knob on top of λ (0 = the policy's own order).
+        Rankings order models by ``log π(k|q, λ) − cost_weight · ĉ(q, k)``: a request-time
+        cost knob on top of λ (0 = the policy's own order).
         """
-        probs = self.probabilities(features, texts, lam)
+        probs = self.probabilities(inputs, lam)
         utility = np.log(np.maximum(probs, 1e-30))
         if cost_weight:
-            utility = utility - cost_weight * self.cost_predictor.predict(list(texts)) / self.cost_scale
+            utility = utility - cost_weight * inputs.cost
         return probs, np.argsort(-utility, axis=1, kind="stable")
 
     def route(
-        self, queries: str | Sequence[str], lam: float | None = None, *, cost_weight: float = 0.0
+        self, queries: str | Sequence[str], lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0
     ) -> list[RouteResult]:
-        """Route queries: chosen model, full ranking (fallback order) and probabilities."""
+        """Route queries: chosen model, full ranking (fallback order) and probabilities.
+
+        ``lam`` is the trade-off λ: one value, one per query, or None for the router's default.
+        """
         self._check_fitted()
         texts = [queries] if isinstance(queries, str) else [str(q) for q in queries]
         if not texts:
             return []
-        probs, rankings = self.rank(self.embed(texts), texts, lam, cost_weight=cost_weight)
+        probs, rankings = self.rank(self.inputs(self.embed(texts), texts), lam, cost_weight=cost_weight)
         names = np.asarray(self.models, dtype=object)
         return [
             RouteResult(
@@ -279,28 +292,6 @@ class Router:
         ]
 
     # -------------------------------------------------------------- evaluate
-    def pool_view(self, table: OutcomeTable) -> OutcomeTable:
-        """``table`` restricted to this router's pool, in its order (error if a model lacks)."""
-        missing = [m for m in self.models if m not in table.models]
-        if missing:
-            raise EntroRouterError(
-                f"table {table.name!r} has no outcomes for model(s) {missing} of this router's pool; "
-                f"the router was trained for {list(self.models)}"
-            )
-        cols = [table.model_index(m) for m in self.models]
-        view = OutcomeTable(
-            table.query_ids,
-            table.queries,
-            self.models,
-            table.scores[:, cols],
-            table.costs[:, cols],
-            table.tasks,
-            table.splits,
-            table.name,
-            dict(table.meta),
-        )
-        return view.subset(view.observed.any(axis=1))
-
     def evaluate(
         self,
         table: OutcomeTable,
@@ -311,11 +302,11 @@ class Router:
     ) -> dict[str, Any]:
         """Accuracy, cost, retention and usage on ``table`` (scored by :func:`realize`)."""
         self._check_fitted()
-        table = self.pool_view(table)
+        table = table.select_models(self.models)
         texts = [str(q) for q in table.queries]
         if features is None:
             features = self.embed(texts)
-        probs, rankings = self.rank(features, texts, lam, cost_weight=cost_weight)
+        probs, rankings = self.rank(self.inputs(features, texts), lam, cost_weight=cost_weight)
         routed = realize(table, rankings)
         return evaluation_report(table, routed, probs, lam=self.lam if lam is None else float(lam))
 

@@ -45,7 +45,9 @@ def test_training_is_deterministic(demo_table) -> None:
     a, b = fit(demo_table, seed=7), fit(demo_table, seed=7)
     texts = list(demo_table.split("test").queries[:50])
     features = a.embed(texts)
-    np.testing.assert_array_equal(a.probabilities(features, texts, 0.1), b.probabilities(features, texts, 0.1))
+    np.testing.assert_array_equal(
+        a.probabilities(a.inputs(features, texts), 0.1), b.probabilities(b.inputs(features, texts), 0.1)
+    )
     assert a.lam == b.lam
 
 

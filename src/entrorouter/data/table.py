@@ -117,6 +117,29 @@ class OutcomeTable:
             meta=dict(self.meta),
         )
 
+    def select_models(self, models: Sequence[str]) -> OutcomeTable:
+        """Only ``models``, in that order; queries left without any outcome are dropped."""
+        missing = [m for m in models if m not in self.models]
+        if missing:
+            from entrorouter.errors import EntroRouterError
+
+            raise EntroRouterError(
+                f"table {self.name!r} has no outcomes for model(s) {missing}; it has {list(self.models)}"
+            )
+        cols = [self.models.index(m) for m in models]
+        view = OutcomeTable(
+            self.query_ids,
+            self.queries,
+            tuple(models),
+            self.scores[:, cols],
+            self.costs[:, cols],
+            self.tasks,
+            self.splits,
+            self.name,
+            dict(self.meta),
+        )
+        return view.subset(view.observed.any(axis=1))
+
     def split(self, name: str) -> OutcomeTable:
         """The queries whose ``split`` column equals ``name`` (e.g. "train", "test")."""
         if self.splits is None:

@@ -15,6 +15,7 @@ One thread owns the router, so the router needs no locking and torch's own threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -138,7 +139,7 @@ def route_batch(router: Router, texts: list[str], lams: list[float]) -> list[Rou
     lam_of = np.asarray(lams, dtype=np.float64)
     for lam in np.unique(lam_of):
         rows = np.flatnonzero(lam_of == lam)
-        probs, rankings = router.rank(features[rows], [texts[i] for i in rows], float(lam))
+        probs, rankings = router.rank(router.inputs(features[rows], [texts[i] for i in rows]), float(lam))
         for row, p, order in zip(rows, probs, rankings, strict=True):
             results[row] = RouteResult(
                 model=str(names[order[0]]),
@@ -159,7 +160,5 @@ def _deliver(pending: _Pending, *, result: RouteResult | None = None, exception:
         else:
             pending.future.set_result(result)  # type: ignore[arg-type]
 
-    try:
+    with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
         pending.loop.call_soon_threadsafe(resolve)
-    except RuntimeError:  # the loop is closed: nobody is waiting any more
-        pass

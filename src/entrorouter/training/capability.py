@@ -171,13 +171,42 @@ class KnnCapability(CapabilityEstimator):
 
 
 # --------------------------------------------------------------------- MLP
-class _SuccessNet(nn.Module):
+class SuccessNet(nn.Module):
+    """Logits of P(model k solves q) for every k; ``hidden=0`` is a linear (logistic) model."""
+
     def __init__(self, in_dim: int, n_models: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models))
+        if hidden:
+            self.net = nn.Sequential(
+                nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models)
+            )
+        else:
+            self.net = nn.Sequential(nn.Linear(in_dim, n_models))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def train_success_net(
+    net: nn.Module, x: np.ndarray, scores: np.ndarray, *, epochs: int, lr: float, weight_decay: float, seed: int
+) -> nn.Module:
+    """Masked binary cross-entropy on the observed outcomes (NaN scores are skipped)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    xt, st = _torch(x), _torch(scores)
+    observed = ~torch.isnan(st)
+    target = torch.where(observed, st, torch.zeros_like(st))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    net.train()
+    for _ in range(epochs):
+        for batch in torch.randperm(len(xt), generator=generator).split(256):
+            mask = observed[batch].float()
+            loss = (loss_fn(net(xt[batch]), target[batch]) * mask).sum() / mask.sum().clamp_min(1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
 
 
 class MlpCapability(CapabilityEstimator):
@@ -197,27 +226,17 @@ class MlpCapability(CapabilityEstimator):
     ) -> None:
         self.hidden, self.dropout, self.epochs, self.lr = hidden, dropout, epochs, lr
         self.weight_decay, self.folds, self.seed = weight_decay, folds, seed
-        self.net: _SuccessNet | None = None
+        self.net: nn.Module | None = None
 
-    def _train(self, x: np.ndarray, scores: np.ndarray, seed: int) -> _SuccessNet:
+    def make_net(self, in_dim: int, n_models: int) -> nn.Module:
+        return SuccessNet(in_dim, n_models, self.hidden, self.dropout)
+
+    def _train(self, x: np.ndarray, scores: np.ndarray, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        xt, st = _torch(x), _torch(scores)
-        observed = ~torch.isnan(st)
-        target = torch.where(observed, st, torch.zeros_like(st))
-        net = _SuccessNet(x.shape[1], scores.shape[1], self.hidden, self.dropout)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-        net.train()
-        for _ in range(self.epochs):
-            for batch in torch.randperm(len(xt), generator=generator).split(256):
-                mask = observed[batch].float()
-                loss = (loss_fn(net(xt[batch]), target[batch]) * mask).sum() / mask.sum().clamp_min(1)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        net.eval()
-        return net
+        net = self.make_net(x.shape[1], scores.shape[1])
+        return train_success_net(
+            net, x, scores, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, seed=seed
+        )
 
     def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
@@ -227,11 +246,16 @@ class MlpCapability(CapabilityEstimator):
             held = fold == f
             net = self._train(features[~held], scores[~held], self.seed + 1 + f)
             oof[held] = self._apply(net, features[held])
-        self.net = self._train(features, scores, self.seed)
+        self.fit_final(features, scores)
         return oof
 
+    def fit_final(self, features: np.ndarray, scores: np.ndarray) -> MlpCapability:
+        """Train only the model used for new queries (no out-of-fold estimates)."""
+        self.net = self._train(features, scores, self.seed)
+        return self
+
     @staticmethod
-    def _apply(net: _SuccessNet, x: np.ndarray) -> np.ndarray:
+    def _apply(net: nn.Module, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return torch.sigmoid(net(_torch(x))).numpy()
 
@@ -242,9 +266,10 @@ class MlpCapability(CapabilityEstimator):
         return {k: v.detach().numpy() for k, v in self.net.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
-        in_dim = tensors["net.0.weight"].shape[1]
-        n_models = tensors["net.3.weight"].shape[0]
-        self.net = _SuccessNet(in_dim, n_models, self.hidden, self.dropout)
+        weights = [k for k in tensors if k.endswith("weight")]
+        in_dim = tensors[weights[0]].shape[1]
+        n_models = tensors[sorted(k for k in tensors if k.endswith("bias"))[-1]].shape[0]
+        self.net = self.make_net(in_dim, n_models)
         self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
         self.net.eval()
 

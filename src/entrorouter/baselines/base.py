@@ -1,0 +1,99 @@
+"""The interface every router under benchmark implements, and its registry.
+
+A benchmark router is fitted once on the training rows and then asked for decisions at
+each value of its *knob* (the trade-off λ, or a threshold), which traces its cost–accuracy
+curve. Every router gets the same :class:`RoutingContext`: the same training rows, the same
+query features and the same *predicted* cost (routing never sees a call's realised cost).
+
+A new router is one class::
+
+    @register
+    class MyRouter(BenchmarkRouter):
+        name = "mine"
+        description = "what it does, in one line"
+
+        def fit(self, ctx): ...
+        def prepare(self, features, texts): ...   # optional: work shared by all knob values
+        def decide(self, prepared, knob): ...
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from entrorouter.data.cost import CostPredictor
+from entrorouter.data.table import OutcomeTable
+
+
+def lambda_grid(lam_max: float = 2.0, n: int = 40, lam_min: float = 1e-3) -> np.ndarray:
+    """λ = 0 and ``n`` log-spaced values in [lam_min, lam_max]: the shared trade-off sweep."""
+    return np.concatenate([[0.0], np.geomspace(lam_min, lam_max, n)])
+
+
+@dataclass
+class RoutingContext:
+    """What every router is fitted with."""
+
+    train: OutcomeTable
+    features: np.ndarray  # (n, d) embeddings of train.queries
+    cost_predictor: CostPredictor  # fitted on train
+    cost_scale: float  # C: mean cost of the strongest model on train
+    seed: int = 0
+
+    def predicted_cost(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, K) predicted cost / C."""
+        return self.cost_predictor.predict(list(texts)) / self.cost_scale
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Routing decisions for a batch: full rankings (best first) and, if any, π(k|q)."""
+
+    rankings: np.ndarray  # (n, K) model indices
+    probabilities: np.ndarray | None = None  # (n, K)
+
+
+def rank(utility: np.ndarray) -> np.ndarray:
+    """Rankings, best first, from a (n, K) utility; ties keep pool order."""
+    return np.argsort(-utility, axis=1, kind="stable")
+
+
+class BenchmarkRouter(ABC):
+    """A router the benchmark fits once and sweeps along its knob."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    def applicable(self, ctx: RoutingContext) -> bool:
+        """Whether this router makes sense for the pool (e.g. 2-model routers)."""
+        return True
+
+    @abstractmethod
+    def fit(self, ctx: RoutingContext) -> None: ...
+
+    def knobs(self) -> Sequence[float]:
+        """Knob values tracing the curve (called after ``fit``); default: the λ grid."""
+        return lambda_grid()
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> Any:
+        """Everything about a batch that does not depend on the knob (computed once per batch)."""
+        return features, texts
+
+    @abstractmethod
+    def decide(self, prepared: Any, knob: float) -> Decisions:
+        """Decisions at one knob value, from what :meth:`prepare` returned."""
+
+
+REGISTRY: dict[str, type[BenchmarkRouter]] = {}
+
+
+def register(cls: type[BenchmarkRouter]) -> type[BenchmarkRouter]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"router name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls

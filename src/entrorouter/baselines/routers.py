@@ -1,0 +1,258 @@
+"""The baselines of DESIGN §4 (same features, same splits), and EntroRouter itself.
+
+Success-predictor routers estimate ``p̂[q, k] = P(model k solves q)`` and rank by
+``p̂ − λ·ĉ`` (ĉ: predicted cost / C), sweeping λ. The oracle, random and single-model
+reference points are computed by the benchmark from the test outcomes directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from entrorouter.baselines.base import BenchmarkRouter, Decisions, RoutingContext, rank, register
+from entrorouter.training.capability import KnnCapability, MlpCapability
+
+
+class SuccessPredictorRouter(BenchmarkRouter):
+    """Route by ``p̂ − λ·ĉ``; subclasses say how p̂ is predicted."""
+
+    def fit(self, ctx: RoutingContext) -> None:
+        self.ctx = ctx
+        self.fit_predictor(ctx.features, ctx.train.scores, ctx.seed)
+
+    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
+        raise NotImplementedError
+
+    def predict_success(self, features: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self.predict_success(features), self.ctx.predicted_cost(texts)
+
+    def decide(self, prepared: tuple[np.ndarray, np.ndarray], knob: float) -> Decisions:
+        success, cost = prepared
+        return Decisions(rank(success - knob * cost))
+
+
+@register
+class KnnRouter(SuccessPredictorRouter):
+    name = "knn"
+    description = "kNN success predictor (32 cosine neighbours, Beta prior towards cluster accuracy)"
+
+    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
+        self.knn = KnnCapability(k=32, prior_strength=4.0, n_clusters=16, seed=seed)
+        self.knn.fit(features, scores)
+
+    def predict_success(self, features: np.ndarray) -> np.ndarray:
+        return self.knn.predict(features)
+
+
+class _NetRouter(SuccessPredictorRouter):
+    """A success predictor trained with masked BCE (MlpCapability's training loop)."""
+
+    predictor_args: ClassVar[dict[str, Any]]
+
+    def make_predictor(self, seed: int) -> MlpCapability:
+        return MlpCapability(seed=seed, **self.predictor_args)
+
+    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
+        self.predictor = self.make_predictor(seed).fit_final(features, scores)
+
+    def predict_success(self, features: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(features)
+
+
+@register
+class LogisticRouter(_NetRouter):
+    name = "logistic"
+    description = "per-model logistic regression on the embedding"
+    predictor_args: ClassVar[dict[str, Any]] = {"hidden": 0, "dropout": 0.0, "epochs": 40, "lr": 3e-3}
+
+
+@register
+class MlpRouter(_NetRouter):
+    name = "mlp"
+    description = "MLP score-vector predictor (one sigmoid output per model)"
+    predictor_args: ClassVar[dict[str, Any]] = {"hidden": 256, "dropout": 0.2, "epochs": 25}
+
+
+class _Bilinear(nn.Module):
+    """logit[q, k] = <P e(q), v_k> + b_k: query and model embeddings in a rank-r space."""
+
+    def __init__(self, in_dim: int, n_models: int, rank_dim: int = 32) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, rank_dim)
+        self.models = nn.Parameter(torch.randn(n_models, rank_dim) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(n_models))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x) @ self.models.T + self.bias
+
+
+class _BilinearPredictor(MlpCapability):
+    def make_net(self, in_dim: int, n_models: int) -> nn.Module:
+        return _Bilinear(in_dim, n_models)
+
+
+@register
+class MatrixFactorizationRouter(_NetRouter):
+    name = "mf"
+    description = "matrix factorisation over (query, model), RouteLLM-style bilinear scores"
+    predictor_args: ClassVar[dict[str, Any]] = {"epochs": 40, "lr": 3e-3}
+
+    def make_predictor(self, seed: int) -> MlpCapability:
+        return _BilinearPredictor(seed=seed, **self.predictor_args)
+
+
+@register
+class HardLabelRouter(BenchmarkRouter):
+    """Softmax classifier on the cheapest correct model (none correct: the cheapest)."""
+
+    name = "hard_label"
+    description = "hard-label classifier on the cheapest correct model, ranked by p(k|q) − λ·ĉ"
+
+    def fit(self, ctx: RoutingContext) -> None:
+        from entrorouter.training.trainer import RoutingData, hard_targets
+
+        self.ctx = ctx
+        scores = torch.from_numpy(ctx.train.scores.astype(np.float32))
+        data = RoutingData(
+            features=torch.from_numpy(ctx.features.astype(np.float32)),
+            scores=scores,
+            cost=torch.from_numpy((ctx.train.costs / ctx.cost_scale).astype(np.float32)),
+            capability=torch.zeros_like(scores),
+            cost_pred=torch.zeros_like(scores),
+        )
+        labels = hard_targets(data, tau=1.0).argmax(dim=1)
+        torch.manual_seed(ctx.seed)
+        generator = torch.Generator().manual_seed(ctx.seed)
+        self.net = nn.Sequential(
+            nn.Linear(ctx.features.shape[1], 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, ctx.train.n_models)
+        )
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=1e-4)
+        self.net.train()
+        for _ in range(25):
+            for batch in torch.randperm(len(labels), generator=generator).split(256):
+                loss = nn.functional.cross_entropy(self.net(data.features[batch]), labels[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        self.net.eval()
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            probs = torch.softmax(self.net(torch.from_numpy(features.astype(np.float32))), dim=1).numpy()
+        return probs, self.ctx.predicted_cost(texts)
+
+    def decide(self, prepared: tuple[np.ndarray, np.ndarray], knob: float) -> Decisions:
+        probs, cost = prepared
+        return Decisions(rank(probs - knob * cost), probs)
+
+
+@register
+class ThresholdRouter(BenchmarkRouter):
+    """RouteLLM-style binary router: strong model when its predicted advantage ≥ t."""
+
+    name = "threshold"
+    description = "2-model threshold router: call the strong model when p̂_strong − p̂_weak ≥ t (MLP p̂)"
+
+    def applicable(self, ctx: RoutingContext) -> bool:
+        return ctx.train.n_models == 2
+
+    def fit(self, ctx: RoutingContext) -> None:
+        stats = ctx.train.model_stats()
+        self.strong = int(np.argmax(stats["accuracy"].to_numpy()))
+        self.weak = 1 - self.strong
+        self.predictor = MlpCapability(seed=ctx.seed, **MlpRouter.predictor_args).fit_final(
+            ctx.features, ctx.train.scores
+        )
+        margin = self.margin(ctx.features)
+        # Thresholds at the quantiles of the training margin: from all-strong to all-weak.
+        self.thresholds = np.unique(np.quantile(margin, np.linspace(0, 1, 41)))
+
+    def margin(self, features: np.ndarray) -> np.ndarray:
+        p = self.predictor.predict(features)
+        return p[:, self.strong] - p[:, self.weak]
+
+    def knobs(self) -> Sequence[float]:
+        return [*self.thresholds.tolist(), float(self.thresholds[-1]) + 1.0]
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return self.margin(features)
+
+    def decide(self, prepared: np.ndarray, knob: float) -> Decisions:
+        strong = prepared >= knob
+        first = np.where(strong, self.strong, self.weak)
+        return Decisions(np.stack([first, 1 - first], axis=1))
+
+
+@register
+class CascadeRouter(BenchmarkRouter):
+    """Cheap first, escalate while the predicted success is low.
+
+    Models on the training cost–accuracy Pareto chain, cheapest first; at threshold t the
+    query goes to the first model whose predicted success (MLP p̂) reaches t, else to the
+    last (strongest). The escalation is decided from predictions before any call, so only
+    the chosen model is paid for: an offline table has no answer to verify.
+    """
+
+    name = "cascade"
+    description = "cascade along the Pareto chain: first model with predicted success ≥ t (MLP p̂)"
+
+    def fit(self, ctx: RoutingContext) -> None:
+        stats = ctx.train.model_stats()
+        order = np.lexsort((-stats["accuracy"].to_numpy(), stats["mean_cost"].to_numpy()))
+        chain, best = [], -np.inf
+        for k in order:
+            if stats["accuracy"].iloc[k] > best:
+                chain.append(int(k))
+                best = stats["accuracy"].iloc[k]
+        self.chain = np.array(chain)
+        self.predictor = MlpCapability(seed=ctx.seed, **MlpRouter.predictor_args).fit_final(
+            ctx.features, ctx.train.scores
+        )
+
+    def knobs(self) -> Sequence[float]:
+        return np.linspace(0.0, 1.0, 41).tolist()
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return self.predictor.predict(features)
+
+    def decide(self, prepared: np.ndarray, knob: float) -> Decisions:
+        on_chain = prepared[:, self.chain] >= knob
+        on_chain[:, -1] = True  # the last model always accepts
+        first = self.chain[on_chain.argmax(axis=1)]
+        # The chosen model first, then the others by predicted success (the fallback order).
+        utility = prepared.copy()
+        utility[np.arange(len(first)), first] = np.inf
+        return Decisions(rank(utility))
+
+
+@register
+class EntroRouterBaseline(BenchmarkRouter):
+    """EntroRouter (this project), swept along its λ knob."""
+
+    name = "entrorouter"
+    description = "EntroRouter: Soft Supervision + RL with the Soft Anchor, λ-conditioned"
+
+    def __init__(self, **config_overrides: Any) -> None:
+        self.config_overrides = config_overrides
+
+    def fit(self, ctx: RoutingContext) -> None:
+        from entrorouter.router import Router
+        from entrorouter.training.config import TrainConfig
+
+        config = TrainConfig(**{"seed": ctx.seed, **self.config_overrides})
+        self.router = Router(config).fit(ctx.train, features=ctx.features)
+
+    def prepare(self, features: np.ndarray, texts: Sequence[str]) -> Any:
+        return self.router.inputs(features, texts)
+
+    def decide(self, prepared: Any, knob: float) -> Decisions:
+        probs, rankings = self.router.rank(prepared, knob)
+        return Decisions(rankings, probs)

@@ -1,0 +1,133 @@
+"""`entrorouter benchmark`: every router on one or more datasets; results.json, report.md, plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from entrorouter.errors import EntroRouterError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "benchmark",
+        help="compare EntroRouter with every baseline: curves, operating points, report",
+        description="Fit every router on the training table (a validation share carved out), sweep each "
+        "along its knob, choose operating points on validation, measure on test.",
+    )
+    source = bench.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--dataset",
+        action="append",
+        help="a public dataset with its fixed split "
+        "(mmlu_pro, routerbench_subset, routellm_2model) or 'all'; repeatable",
+    )
+    source.add_argument("--train", help="training outcome table (use with --test)")
+    bench.add_argument("--test", help="test outcome table (with --train)")
+    bench.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="output folder (per dataset: <out>/<dataset>/ when several datasets are given)",
+    )
+    bench.add_argument(
+        "--target-retention",
+        type=float,
+        default=0.983,
+        help="share of the strongest model's accuracy an operating point must keep on validation (default 0.983)",
+    )
+    bench.add_argument("--routers", help="comma-separated router names (default: all)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
+    bench.add_argument("--encoder", default="minilm", help="minilm (default), hashed-tfidf or st:<folder>")
+    bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
+    bench.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    bench.set_defaults(handler=cmd_benchmark)
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import DATASETS, dataset_name, load_source
+    from entrorouter.evaluation.benchmark import BenchmarkConfig
+    from entrorouter.training.config import TrainConfig
+
+    if not 0 < args.target_retention <= 1.5:
+        raise EntroRouterError(f"--target-retention must be a fraction such as 0.983, got {args.target_retention}")
+    overrides = {}
+    if args.config:
+        overrides = {k: v for k, v in TrainConfig.load(args.config).to_dict().items() if v != getattr(TrainConfig(), k)}
+    config = BenchmarkConfig(
+        target_retention=args.target_retention,
+        seed=args.seed,
+        routers=[r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else None,
+        ablations=args.ablations,
+        encoder=args.encoder,
+        train_config=overrides,
+    )
+    command = (
+        "entrorouter " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entrorouter benchmark"
+    )
+    if args.train:
+        if not args.test:
+            raise EntroRouterError("--train needs --test")
+        train, test = (
+            load_source(args.train, data_dir_path=args.data_dir),
+            load_source(args.test, data_dir_path=args.data_dir),
+        )
+        run_one(train, test, config, args.out, dataset=train.name, command=command)
+        return 0
+    names = []
+    for value in args.dataset:
+        if value == "all":
+            names += list(DATASETS)
+            continue
+        name = dataset_name(value)
+        if name is None or name == "demo":
+            raise EntroRouterError(f"unknown dataset {value!r}; expected one of {', '.join(DATASETS)} or all")
+        names.append(name)
+    for name in dict.fromkeys(names):
+        table = load_source(name, data_dir_path=args.data_dir)
+        out = args.out / name if len(set(names)) > 1 else args.out
+        run_one(table.split("train"), table.split("test"), config, out, dataset=name, command=command)
+    return 0
+
+
+def run_one(train, test, config, out: Path, *, dataset: str, command: str) -> dict:
+    from tqdm.auto import tqdm
+
+    from entrorouter.data.io import write_text_atomic
+    from entrorouter.evaluation.benchmark import ABLATIONS, Benchmark
+    from entrorouter.evaluation.plots import plot_curves, plot_entropy, plot_usage
+    from entrorouter.evaluation.report import render_report
+
+    started = time.perf_counter()
+    with tqdm(desc=dataset, unit="step", leave=True) as bar:
+
+        def say(message: str) -> None:
+            bar.set_postfix_str(message[:60])
+            bar.update()
+
+        benchmark = Benchmark(train, test, config, dataset=dataset, progress=say)
+        bar.total = 1 + len(benchmark.router_names()) + (len(ABLATIONS) - 1 if config.ablations else 0)
+        results = benchmark.run()
+    seconds = time.perf_counter() - started
+    results["seconds"] = seconds
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
+    write_text_atomic(out / "report.md", render_report(results, command=command, seconds=seconds))
+    plot_curves(results, out / "curves.png")
+    plot_usage(results, out / "usage.png")
+    if "ablations" in results:
+        plot_entropy(results, out / "entropy.png")
+    entro = results["routers"].get("entrorouter")
+    summary = f"{dataset}: {seconds / 60:.1f} min; results in {out}"
+    if entro:
+        summary += (
+            f"; EntroRouter retained {entro['retained']:.1%}, cost reduction {entro['cost_reduction']:.1%}, "
+            f"AIQ {entro['aiq']:.4f}"
+        )
+    print(summary)
+    return results

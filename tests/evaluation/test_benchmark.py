@@ -1,0 +1,120 @@
+"""The benchmark on a slice of real data: schema, files, and no peeking at test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_table
+from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
+
+from ..conftest import FAST
+
+ROUTER_FIELDS = {"accuracy", "cost", "retained", "cost_reduction", "aiq", "apgr", "entropy", "usage", "curve"}
+
+
+@pytest.fixture(scope="module")
+def routerbench_slice(data_dir: Path):
+    table = load_source("routerbench_subset", data_dir_path=data_dir)
+    rng = np.random.default_rng(0)
+    train, test = table.split("train"), table.split("test")
+    return train.subset(rng.permutation(train.n_queries)[:500]), test.subset(rng.permutation(test.n_queries)[:250])
+
+
+def config(**overrides) -> BenchmarkConfig:
+    return BenchmarkConfig(
+        encoder="hashed-tfidf", train_config={k: v for k, v in FAST.items() if k != "encoder"}, n_boot=200, **overrides
+    )
+
+
+def test_benchmark_cli_writes_results_report_and_plots(routerbench_slice, tmp_path: Path) -> None:
+    train, test = routerbench_slice
+    write_table(train, tmp_path / "train.parquet")
+    write_table(test, tmp_path / "test.parquet")
+    fast = tmp_path / "fast.json"
+    fast.write_text(json.dumps({k: v for k, v in FAST.items() if k != "encoder"}))
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "entrorouter.cli",
+            "benchmark",
+            "--train",
+            str(tmp_path / "train.parquet"),
+            "--test",
+            str(tmp_path / "test.parquet"),
+            "--out",
+            str(out),
+            "--encoder",
+            "hashed-tfidf",
+            "--config",
+            str(fast),
+            "--ablations",
+            "--routers",
+            "knn,mlp,cascade,entrorouter",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    for key in ("dataset", "n_train", "n_test", "strongest_model", "strongest_accuracy", "strongest_cost", "routers"):
+        assert key in results
+    assert results["n_test"] == 250
+    assert set(results["routers"]) == {"oracle", "random", "knn", "mlp", "cascade", "entrorouter"}
+    for name, r in results["routers"].items():
+        assert set(r) >= ROUTER_FIELDS, name
+        assert abs(sum(r["usage"].values()) - 1) < 1e-6
+        assert r["retained"] == pytest.approx(r["accuracy"] / results["strongest_accuracy"])
+    assert set(results["ablations"]) == {
+        "hard_sft_only",
+        "soft_sft_only",
+        "rl_from_scratch",
+        "hard_sft_rl",
+        "soft_sft_rl_no_anchor",
+        "entrorouter",
+    }
+    assert results["ablations"]["soft_sft_only"]["training_curve"]
+    for name in ("report.md", "curves.png", "usage.png", "entropy.png"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "## Headline" in report and "## Ablations" in report
+
+
+def test_operating_points_never_look_at_test(routerbench_slice) -> None:
+    train, test = routerbench_slice
+    scrambled = test.subset(np.arange(test.n_queries))
+    rng = np.random.default_rng(1)
+    observed = scrambled.observed
+    scrambled.scores = np.where(observed, rng.integers(0, 2, size=observed.shape).astype(float), np.nan)
+    cfg = config(routers=["knn", "mlp", "cascade"])
+    real = Benchmark(train, test, cfg).run()
+    fake = Benchmark(train, scrambled, cfg).run()
+    for name in ("knn", "mlp", "cascade"):
+        assert real["routers"][name]["knob"] == fake["routers"][name]["knob"]
+        assert real["routers"][name]["validation"] == fake["routers"][name]["validation"]
+    # ... while the test measurements do change with the test outcomes.
+    assert real["routers"]["mlp"]["accuracy"] != fake["routers"]["mlp"]["accuracy"]
+
+
+def test_threshold_router_only_for_two_models(data_dir: Path) -> None:
+    table = load_source("routellm_2model", data_dir_path=data_dir)
+    rng = np.random.default_rng(0)
+    train, test = table.split("train"), table.split("test")
+    train, test = (
+        train.subset(rng.permutation(train.n_queries)[:400]),
+        test.subset(rng.permutation(test.n_queries)[:200]),
+    )
+    results = Benchmark(train, test, config(routers=["threshold"])).run()
+    threshold = results["routers"]["threshold"]
+    costs = [c for c, _ in threshold["curve"]]
+    # The sweep goes from (nearly) all-weak to all-strong.
+    assert min(costs) < 0.2 * results["strongest_cost"] and max(costs) == pytest.approx(results["strongest_cost"])
