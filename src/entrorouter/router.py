@@ -41,7 +41,7 @@ from entrorouter.evaluation.metrics import (
 from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import Encoder, encoder_from_state, make_encoder
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits
+from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input, policy_input_dim
 from entrorouter.training.capability import CapabilityEstimator, make_capability
 from entrorouter.training.config import TrainConfig
 from entrorouter.training.trainer import RoutingData, Trainer
@@ -157,12 +157,11 @@ class Router:
         val_mask = np.zeros(table.n_queries, dtype=bool)
         val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
         fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-        fit_table = table.subset(fit_rows)
 
-        # C: mean cost of the strongest model on the training rows normalises every cost.
-        strongest = fit_table.strongest_model()
-        self.cost_scale = float(fit_table.model_stats().loc[strongest, "mean_cost"]) or 1.0
-        self.cost_predictor = CostPredictor().fit(np.asarray(texts)[fit_rows], fit_table.costs)
+        # C: mean cost of the strongest model normalises every cost.
+        strongest = table.strongest_model()
+        self.cost_scale = float(table.model_stats().loc[strongest, "mean_cost"]) or 1.0
+        self.cost_predictor = CostPredictor().fit(texts, table.costs)
         self.capability = make_capability(
             c.capability,
             knn_k=c.knn_k,
@@ -171,7 +170,10 @@ class Router:
             folds=c.capability_folds,
             seed=c.seed,
         )
-        oof = self.capability.fit(features[fit_rows], fit_table.scores)
+        # Capability estimates use every row: out-of-fold estimates never see a row's own
+        # outcome, so the validation rows' estimates stay honest while the estimators (and
+        # the ensemble used for new queries) learn from all the data.
+        oof = self.capability.fit(features, table.scores)
         cost_pred = self.cost_predictor.predict(texts) / self.cost_scale
 
         def routing_data(rows: np.ndarray, capability: np.ndarray) -> RoutingData:
@@ -183,10 +185,10 @@ class Router:
                 cost_pred=_tensor(cost_pred[rows]),
             )
 
-        train_data = routing_data(fit_rows, oof)
-        val_data = routing_data(val_rows, self.capability.predict(features[val_rows]))
+        train_data = routing_data(fit_rows, oof[fit_rows])
+        val_data = routing_data(val_rows, oof[val_rows])
         self.policy = RoutingPolicy(
-            features.shape[1],
+            policy_input_dim(features.shape[1], table.n_models, c.policy_input),
             table.n_models,
             hidden=c.hidden,
             n_layers=c.n_layers,
@@ -208,7 +210,13 @@ class Router:
             log=self.training_log.append,
             progress=progress,
         ).fit()
-        self.default_lam = c.lam if c.lam is not None else self._select_lam(val_table, features[val_rows])
+        self.default_lam = (
+            c.lam
+            if c.lam is not None
+            else self._select_lam(
+                val_table, RoutingInputs(features[val_rows], oof[val_rows], cost_pred[val_rows]), strongest
+            )
+        )
         self.trained_on = {
             "table": table.name,
             "n_queries": table.n_queries,
@@ -220,13 +228,10 @@ class Router:
         }
         return self
 
-    def _select_lam(self, val_table: OutcomeTable, val_features: np.ndarray) -> float:
-        """The cheapest λ whose validation retention holds (see evaluation.selection)."""
-        texts = [str(q) for q in val_table.queries]
-        strongest = val_table.model_index(val_table.strongest_model())
-        strong = realize(val_table, single_model_rankings(val_table, strongest))
+    def _select_lam(self, val_table: OutcomeTable, inputs: RoutingInputs, strongest: str) -> float:
+        """The cheapest λ whose validation retention of ``strongest`` holds (evaluation.selection)."""
+        strong = realize(val_table, single_model_rankings(val_table, val_table.model_index(strongest)))
         candidates = [0.0, *np.geomspace(self.config.lam_min, self.config.lam_max, 40)]
-        inputs = self.inputs(val_features, texts)
         routed = [realize(val_table, self.rank(inputs, lam)[1]) for lam in candidates]
         point = select_operating_point(
             [r.scores for r in routed],
@@ -253,7 +258,10 @@ class Router:
             if self.config.anchor_residual
             else None
         )
-        return F.softmax(self.policy(_tensor(inputs.features), lam_t, anchor), dim=1).numpy()
+        x = policy_input(
+            _tensor(inputs.features), _tensor(inputs.capability), _tensor(inputs.cost), self.config.policy_input
+        )
+        return F.softmax(self.policy(x, lam_t, anchor), dim=1).numpy()
 
     def rank(
         self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0

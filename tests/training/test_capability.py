@@ -52,4 +52,4 @@ def test_mean_of_estimators() -> None:
     x, s = clustered(120)
     both = make_capability("knn+mlp", knn_k=8, prior_strength=1.0, n_clusters=2, folds=2, seed=0)
     est = both.fit(x, s)
-    assert est.shape == s.shape and set(both.tensors()) >= {"knn.train_x", "mlp.net.0.weight"}
+    assert est.shape == s.shape and set(both.tensors()) >= {"knn.train_x", "mlp.0.net.0.weight", "mlp.2.net.0.weight"}

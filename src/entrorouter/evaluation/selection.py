@@ -32,11 +32,14 @@ def select_operating_point(
     strongest_scores: np.ndarray,
     *,
     target: float,
-    quantile: float = 0.2,
+    quantile: float | None = 0.2,
     n_boot: int = 500,
     seed: int = 0,
 ) -> OperatingPoint:
-    """Pick among candidates given per-query validation scores/costs of each (see module doc)."""
+    """Pick among candidates given per-query validation scores/costs of each (see module doc).
+
+    ``quantile=None`` is the plain rule: the point estimate of retention must reach the target.
+    """
     if not candidate_scores:
         raise ValueError("no candidate operating points")
     n = len(strongest_scores)
@@ -48,8 +51,8 @@ def select_operating_point(
         acc = float(np.mean(scores))
         with np.errstate(divide="ignore", invalid="ignore"):
             retained_boot = scores[boot].mean(axis=1) / strong
-        lower = float(np.nanquantile(retained_boot, quantile))
         retained = acc / float(np.mean(strongest_scores)) if np.mean(strongest_scores) > 0 else float("nan")
+        lower = retained if quantile is None else float(np.nanquantile(retained_boot, quantile))
         points.append(OperatingPoint(i, acc, float(np.mean(costs)), retained, lower, lower >= target))
     accepted = [p for p in points if p.accepted]
     if accepted:

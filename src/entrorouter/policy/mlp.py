@@ -20,6 +20,16 @@ def anchor_logits(capability: torch.Tensor, cost: torch.Tensor, lam: torch.Tenso
     return (capability - lam[:, None] * cost) / temperature
 
 
+def policy_input(features: torch.Tensor, capability: torch.Tensor, cost: torch.Tensor, mode: str) -> torch.Tensor:
+    """What f_θ reads (``mode``: "embedding", "estimates" or "embedding+estimates")."""
+    parts = {"embedding": [features], "estimates": [capability, cost]}
+    return torch.cat([t for name in mode.split("+") for t in parts[name]], dim=1)
+
+
+def policy_input_dim(embedding_dim: int, n_models: int, mode: str) -> int:
+    return sum({"embedding": embedding_dim, "estimates": 2 * n_models}[name] for name in mode.split("+"))
+
+
 class RoutingPolicy(nn.Module):
     def __init__(
         self,

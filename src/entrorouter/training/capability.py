@@ -210,7 +210,11 @@ def train_success_net(
 
 
 class MlpCapability(CapabilityEstimator):
-    """Per-model success predictor; out-of-fold estimates by K-fold cross-fitting."""
+    """Per-model success predictor; out-of-fold estimates by K-fold cross-fitting.
+
+    After :meth:`fit`, new queries get the mean prediction of the K fold models and the
+    model trained on all rows: a bagged ensemble that comes for free with cross-fitting.
+    """
 
     name = "mlp"
 
@@ -226,7 +230,7 @@ class MlpCapability(CapabilityEstimator):
     ) -> None:
         self.hidden, self.dropout, self.epochs, self.lr = hidden, dropout, epochs, lr
         self.weight_decay, self.folds, self.seed = weight_decay, folds, seed
-        self.net: nn.Module | None = None
+        self.nets: list[nn.Module] = []
 
     def make_net(self, in_dim: int, n_models: int) -> nn.Module:
         return SuccessNet(in_dim, n_models, self.hidden, self.dropout)
@@ -242,16 +246,18 @@ class MlpCapability(CapabilityEstimator):
         rng = np.random.default_rng(self.seed)
         fold = rng.permutation(len(features)) % self.folds
         oof = np.empty(scores.shape, dtype=np.float32)
+        fold_nets = []
         for f in range(self.folds):
             held = fold == f
-            net = self._train(features[~held], scores[~held], self.seed + 1 + f)
-            oof[held] = self._apply(net, features[held])
+            fold_nets.append(self._train(features[~held], scores[~held], self.seed + 1 + f))
+            oof[held] = self._apply(fold_nets[-1], features[held])
         self.fit_final(features, scores)
+        self.nets += fold_nets
         return oof
 
     def fit_final(self, features: np.ndarray, scores: np.ndarray) -> MlpCapability:
-        """Train only the model used for new queries (no out-of-fold estimates)."""
-        self.net = self._train(features, scores, self.seed)
+        """Train only the model on all rows (no out-of-fold estimates, no bagging)."""
+        self.nets = [self._train(features, scores, self.seed)]
         return self
 
     @staticmethod
@@ -260,22 +266,28 @@ class MlpCapability(CapabilityEstimator):
             return torch.sigmoid(net(_torch(x))).numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return self._apply(self.net, features)
+        return np.mean([self._apply(net, features) for net in self.nets], axis=0)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().numpy() for k, v in self.net.state_dict().items()}
+        return {f"{i}.{k}": v.detach().numpy() for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
-        weights = [k for k in tensors if k.endswith("weight")]
-        in_dim = tensors[weights[0]].shape[1]
-        n_models = tensors[sorted(k for k in tensors if k.endswith("bias"))[-1]].shape[0]
-        self.net = self.make_net(in_dim, n_models)
-        self.net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
-        self.net.eval()
+        self.nets = []
+        for i in range(len({k.split(".", 1)[0] for k in tensors})):
+            state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
+            weights = [k for k in state if k.endswith("weight")]
+            biases = sorted(k for k in state if k.endswith("bias"))
+            net = self.make_net(state[weights[0]].shape[1], state[biases[-1]].shape[0])
+            net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+            self.nets.append(net.eval())
 
 
 class MeanCapability(CapabilityEstimator):
-    """The average of several estimators (e.g. kNN and MLP)."""
+    """The average of several estimators' probabilities (a simple, robust ensemble).
+
+    Stacking with per-model weights fitted on the out-of-fold estimates was tried and did
+    worse on validation (small data makes the weights noisy), so the parts count equally.
+    """
 
     def __init__(self, parts: dict[str, CapabilityEstimator]) -> None:
         self.parts = parts
@@ -299,12 +311,15 @@ class MeanCapability(CapabilityEstimator):
 def make_capability(
     name: str, *, knn_k: int, prior_strength: float, n_clusters: int, folds: int, seed: int
 ) -> CapabilityEstimator:
+    """An estimator by name: "knn", "mlp", "logistic", or several joined by "+" (their mean)."""
     parts: dict[str, CapabilityEstimator] = {}
     for part in name.split("+"):
         if part == "knn":
-            parts["knn"] = KnnCapability(knn_k, prior_strength, n_clusters, seed)
+            parts[part] = KnnCapability(knn_k, prior_strength, n_clusters, seed)
         elif part == "mlp":
-            parts["mlp"] = MlpCapability(folds=folds, seed=seed)
+            parts[part] = MlpCapability(folds=folds, seed=seed)
+        elif part == "logistic":
+            parts[part] = MlpCapability(hidden=0, dropout=0.0, epochs=40, lr=3e-3, folds=folds, seed=seed)
         else:
             raise ValueError(f"unknown capability estimator {part!r}")
     return next(iter(parts.values())) if len(parts) == 1 else MeanCapability(parts)

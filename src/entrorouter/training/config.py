@@ -11,8 +11,9 @@ from typing import Any
 from entrorouter.errors import ConfigError
 
 INITS = ("soft", "hard", "none")
+POLICY_INPUTS = ("embedding", "estimates", "embedding+estimates")
 ESTIMATORS = ("exact", "grpo", "rloo")
-CAPABILITIES = ("knn", "mlp", "knn+mlp")
+CAPABILITY_PARTS = ("knn", "mlp", "logistic")
 
 
 @dataclass
@@ -41,10 +42,10 @@ class TrainConfig:
     """Smallest non-zero λ drawn in training; also the offset of the λ input feature."""
 
     # --- capability estimates and Soft Anchor
-    capability: str = "knn+mlp"
+    capability: str = "mlp+logistic"
     """Offline estimate of P(model solves query): "knn" (neighbours, Beta prior towards the
-    model's accuracy on the query's cluster), "mlp" (per-model success predictor,
-    cross-fitted), or "knn+mlp" (their mean)."""
+    model's accuracy on the query's cluster), "mlp" or "logistic" (per-model success
+    predictors, cross-fitted and bagged), or several joined by "+" (their mean)."""
     knn_k: int = 32
     """Neighbours used by the kNN estimate."""
     prior_strength: float = 4.0
@@ -62,6 +63,9 @@ class TrainConfig:
     n_layers: int = 2
     """Hidden layers of the policy MLP."""
     dropout: float = 0.1
+    policy_input: str = "embedding+estimates"
+    """What f_θ reads besides λ: "embedding", "estimates" (â and ĉ only: a low-variance
+    correction of the anchor), or "embedding+estimates"."""
     anchor_residual: bool = True
     """Parameterise the policy around the anchor: logits = anchor logits + f_θ(q, λ), so
     training starts at the anchor and learns corrections."""
@@ -74,6 +78,10 @@ class TrainConfig:
     """A model is suitable for a query when its score >= tau."""
     soft_temperature: float = 0.25
     """T_s: soft target ∝ 1[suitable]·exp(−cost/C / T_s); higher keeps more entropy."""
+    soft_target_lam: bool = True
+    """Temper the soft target's cost term by the λ the policy is trained for:
+    ∝ 1[suitable]·exp(−λ·cost/C / T_s), the Boltzmann policy of the hindsight reward, so a
+    λ-conditioned policy is supervised towards each λ's trade-off."""
     smoothing: float = 0.05
     """ε: share of the target spread uniformly over all models."""
     sft_epochs: int = 8
@@ -126,8 +134,14 @@ class TrainConfig:
                 raise ConfigError(f"config field {field!r}: expected {expected}, got {getattr(self, field)!r}")
 
         need(self.init in INITS, "init", f"one of {INITS}")
+        need(self.policy_input in POLICY_INPUTS, "policy_input", f"one of {POLICY_INPUTS}")
         need(self.estimator in ESTIMATORS, "estimator", f"one of {ESTIMATORS}")
-        need(self.capability in CAPABILITIES, "capability", f"one of {CAPABILITIES}")
+        parts = self.capability.split("+")
+        need(
+            bool(parts) and set(parts) <= set(CAPABILITY_PARTS) and len(set(parts)) == len(parts),
+            "capability",
+            f"one or more of {CAPABILITY_PARTS} joined by '+'",
+        )
         need(self.lam is None or self.lam >= 0, "lam", "None or a number >= 0")
         need(0 < self.target_retention <= 1.5, "target_retention", "a fraction such as 0.983")
         need(0 < self.selection_quantile < 1, "selection_quantile", "a number in (0, 1)")

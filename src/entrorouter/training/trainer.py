@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from entrorouter.evaluation.metrics import expert_suppression
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits
+from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
 from entrorouter.training.config import TrainConfig
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -64,19 +64,22 @@ class RoutingData:
 
 
 # ------------------------------------------------------------------ targets
-def soft_targets(data: RoutingData, *, tau: float, temperature: float, smoothing: float) -> torch.Tensor:
+def soft_targets(
+    data: RoutingData, *, tau: float, temperature: float, smoothing: float, lam: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft Supervision target p*(k|q) ∝ 1[score ≥ τ]·exp(−c̃/T_s), ε-smoothed.
 
-    A query nobody solves gets p* ∝ exp(−c̃/T_s) over its observed models: cheap models,
-    since paying for a wrong answer is the worst outcome. Missing outcomes get no target
-    mass except the ε share.
+    With per-row ``lam`` the cost term is λ·c̃ (the λ-tempered variant). A query nobody
+    solves gets p* ∝ exp(−c̃/T_s) over its observed models: cheap models, since paying
+    for a wrong answer is the worst outcome. Missing outcomes get only the ε share.
     """
     observed = data.observed
     cost = torch.nan_to_num(data.cost, nan=0.0)
     weight = torch.exp(-cost / temperature) * observed
+    scaled = weight if lam is None else torch.exp(-lam[:, None] * cost / temperature) * observed
     suitable = observed & (torch.nan_to_num(data.scores, nan=-1.0) >= tau)
     solved = suitable.any(dim=1, keepdim=True)
-    target = torch.where(solved, weight * suitable, weight)
+    target = torch.where(solved, scaled * suitable, weight)
     target = target / target.sum(dim=1, keepdim=True)
     return (1 - smoothing) * target + smoothing / target.shape[1]
 
@@ -149,7 +152,8 @@ class Trainer:
 
     def logits(self, data: RoutingData, lam: torch.Tensor) -> torch.Tensor:
         anchor = self.anchor(data, lam) if self.config.anchor_residual else None
-        return self.policy(data.features, lam, anchor)
+        x = policy_input(data.features, data.capability, data.cost_pred, self.config.policy_input)
+        return self.policy(x, lam, anchor)
 
     def batches(self, n: int) -> list[torch.Tensor]:
         return list(torch.randperm(n, generator=self.generator).split(self.config.batch_size))
@@ -229,17 +233,24 @@ class Trainer:
     def supervise(self) -> None:
         """Stage 1: cross-entropy to soft (or hard) targets, at random λ."""
         c = self.config
-        if c.init == "soft":
-            targets = soft_targets(self.train, tau=c.tau, temperature=c.soft_temperature, smoothing=c.smoothing)
-        else:
-            targets = hard_targets(self.train, tau=c.tau)
+        hard = hard_targets(self.train, tau=c.tau) if c.init == "hard" else None
         optimizer = torch.optim.AdamW(self.policy.parameters(), lr=c.sft_lr, weight_decay=c.weight_decay)
         for epoch in range(c.sft_epochs):
             for rows in self.batches(len(self.train)):
                 batch = self.train.subset(rows)
                 lam = self.sample_lams(len(rows))
                 logp = F.log_softmax(self.logits(batch, lam), dim=1)
-                loss = -(targets[rows] * logp).sum(dim=1).mean()
+                if hard is not None:
+                    targets = hard[rows]
+                else:
+                    targets = soft_targets(
+                        batch,
+                        tau=c.tau,
+                        temperature=c.soft_temperature,
+                        smoothing=c.smoothing,
+                        lam=lam if c.soft_target_lam else None,
+                    )
+                loss = -(targets * logp).sum(dim=1).mean()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
