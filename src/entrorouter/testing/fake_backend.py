@@ -40,7 +40,9 @@ Behaviours (switchable at runtime, per model or for all models with ``model=None
 * ``fake.fail(status=500, model=None, times=None, retry_after=None)`` — an OpenAI-style
   error with that status (and a ``Retry-After`` header when given);
 * ``fake.drop(model=None, times=None, after_chunks=1)`` — close the connection mid-answer:
-  streaming after ``after_chunks`` SSE chunks, non-streaming after the headers.
+  streaming after ``after_chunks`` SSE chunks, non-streaming after the headers;
+* ``fake.slow(seconds, model=None, times=None)`` — stream the answer with a pause of
+  ``seconds`` before each SSE chunk (non-streaming: answer normally).
 
 ``times=N`` applies a behaviour to the model's next N requests only ("fail the first N
 calls, then succeed"); ``None`` keeps it until changed.
@@ -49,6 +51,9 @@ Counters
 --------
 ``fake.counts()`` — chat requests received per model (failed, stalled and dropped ones
 included); ``fake.requests()`` — ``(model, prompt)`` for each chat request, in arrival order;
+``fake.bodies()`` — the JSON body of each chat request, as received, in arrival order;
+``fake.peak_in_flight(model=None)`` — the most chat requests in flight at once, for one
+model or over all models (to check concurrency limits);
 ``fake.reset()`` — clear counters and log and go back to answering normally.
 """
 
@@ -126,7 +131,7 @@ def prompt_of(messages: list[Any]) -> str:
 class Behaviour:
     """What a model does with its next requests (see the module docstring)."""
 
-    kind: str = "answer"  # answer | stall | fail | drop
+    kind: str = "answer"  # answer | stall | fail | drop | slow
     seconds: float = 0.0
     status: int = 500
     retry_after: str | None = None
@@ -134,7 +139,7 @@ class Behaviour:
     times: int | None = None  # remaining requests it applies to; None: until changed
 
     def __post_init__(self) -> None:
-        if self.kind not in {"answer", "stall", "fail", "drop"}:
+        if self.kind not in {"answer", "stall", "fail", "drop", "slow"}:
             raise ValueError(f"unknown behaviour {self.kind!r}")
 
 
@@ -147,6 +152,9 @@ class FakeState:
         self.behaviours = {model: Behaviour() for model in self.accuracy}
         self.counts: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []
+        self.in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()  # most requests in flight at once, per model and "*"
+        self.bodies: list[Any] = []
 
     def answer(self, model: str, prompt: str) -> str:
         if self.answer_fn is not None:
@@ -174,6 +182,18 @@ class FakeState:
         self.behaviours = {model: Behaviour() for model in self.accuracy}
         self.counts.clear()
         self.log.clear()
+        self.bodies.clear()
+        self.peak.clear()
+
+    def started(self, model: str) -> None:
+        self.counts[model] += 1
+        for key in (model, "*"):
+            self.in_flight[key] += 1
+            self.peak[key] = max(self.peak[key], self.in_flight[key])
+
+    def finished(self, model: str) -> None:
+        for key in (model, "*"):
+            self.in_flight[key] -= 1
 
 
 # ------------------------------------------------------------------ ASGI application
@@ -199,7 +219,10 @@ def build_app(state: FakeState, api_key: str | None = None) -> Callable[..., Any
         elif path == f"{CONTROL_PREFIX}/behaviour" and method == "POST":
             await _control(state, await _read_json(receive), send)
         elif path == f"{CONTROL_PREFIX}/stats" and method == "GET":
-            await _send_json(send, 200, {"counts": dict(state.counts), "log": state.log})
+            stats = {"counts": dict(state.counts), "log": state.log, "peak": dict(state.peak)}
+            await _send_json(send, 200, stats)
+        elif path == f"{CONTROL_PREFIX}/bodies" and method == "GET":
+            await _send_json(send, 200, {"bodies": state.bodies})
         elif path == f"{CONTROL_PREFIX}/reset" and method == "POST":
             state.reset()
             await _send_json(send, 200, {"ok": True})
@@ -267,8 +290,17 @@ async def _chat(state: FakeState, body: Any, send: Callable[..., Any]) -> None:
         await _send_error(send, 404, f"the model {model!r} does not exist", "invalid_request_error")
         return
     prompt = prompt_of(body["messages"])
-    state.counts[model] += 1
     state.log.append((model, prompt))
+    state.bodies.append(body)
+    state.started(model)
+    try:
+        await _respond(state, model, prompt, body, send)
+    finally:
+        state.finished(model)
+
+
+async def _respond(state: FakeState, model: str, prompt: str, body: dict[str, Any], send: Callable[..., Any]) -> None:
+    """Answer one chat request according to the model's current behaviour."""
     behaviour = state.next_behaviour(model)
     if behaviour.kind == "stall":
         await asyncio.sleep(behaviour.seconds)
@@ -288,16 +320,15 @@ async def _chat(state: FakeState, body: Any, send: Callable[..., Any]) -> None:
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         chunks = _stream_chunks(completion_id, model, content, usage if include_usage else None)
-        await _send_stream(send, chunks, behaviour.after_chunks if drop else None)
+        chunk_delay = behaviour.seconds if behaviour.kind == "slow" else 0.0
+        await _send_stream(send, chunks, behaviour.after_chunks if drop else None, chunk_delay)
         return
     payload = {
         "id": completion_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
         "usage": usage,
     }
     if drop:
@@ -309,9 +340,7 @@ async def _chat(state: FakeState, body: Any, send: Callable[..., Any]) -> None:
     await _send_json(send, 200, payload)
 
 
-def _stream_chunks(
-    completion_id: str, model: str, content: str, usage: dict[str, int] | None
-) -> list[dict[str, Any]]:
+def _stream_chunks(completion_id: str, model: str, content: str, usage: dict[str, int] | None) -> list[dict[str, Any]]:
     def chunk(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {
             "id": completion_id,
@@ -330,12 +359,16 @@ def _stream_chunks(
     return chunks
 
 
-async def _send_stream(send: Callable[..., Any], chunks: list[dict[str, Any]], drop_after: int | None) -> None:
+async def _send_stream(
+    send: Callable[..., Any], chunks: list[dict[str, Any]], drop_after: int | None, chunk_delay_s: float = 0.0
+) -> None:
     headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i, item in enumerate(chunks):
         if drop_after is not None and i >= drop_after:
             return  # returning before the last body message makes uvicorn drop the connection
+        if chunk_delay_s:
+            await asyncio.sleep(chunk_delay_s)
         await send({"type": "http.response.body", "body": f"data: {json.dumps(item)}\n\n".encode(), "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
@@ -390,6 +423,7 @@ class FakeBackend:
         self._answer_fn = answer_fn
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
         self._process: _subprocess.Popen[bytes] | None = None
         self._control: httpx.Client | None = None
         self.port: int | None = None
@@ -423,9 +457,9 @@ class FakeBackend:
             target=self._server.run, kwargs={"sockets": [sock]}, name=f"fake-backend-{self.port}", daemon=True
         )
         self._thread.start()
-        timer = threading.Timer(self.lifetime_s, self._stop_thread_server)
-        timer.daemon = True
-        timer.start()
+        self._timer = threading.Timer(self.lifetime_s, self._stop_thread_server)
+        self._timer.daemon = True
+        self._timer.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
@@ -442,9 +476,7 @@ class FakeBackend:
         env = dict(os.environ)
         if self.api_key is not None:
             env["FAKE_BACKEND_API_KEY"] = self.api_key  # not on the command line (ps shows it)
-        self._process = _subprocess.Popen(
-            command, stdin=_subprocess.PIPE, stdout=_subprocess.PIPE, env=env
-        )
+        self._process = _subprocess.Popen(command, stdin=_subprocess.PIPE, stdout=_subprocess.PIPE, env=env)
         assert self._process.stdout is not None
         line = self._process.stdout.readline()
         if not line:
@@ -456,6 +488,9 @@ class FakeBackend:
         if self._control is not None:
             self._control.close()
             self._control = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._thread is not None:
             self._stop_thread_server()
             self._thread.join(timeout=10)
@@ -508,6 +543,9 @@ class FakeBackend:
     def drop(self, model: str | None = None, times: int | None = None, after_chunks: int = 1) -> None:
         self.set_behaviour(Behaviour("drop", after_chunks=after_chunks, times=times), model)
 
+    def slow(self, seconds: float, model: str | None = None, times: int | None = None) -> None:
+        self.set_behaviour(Behaviour("slow", seconds=seconds, times=times), model)
+
     def _stats(self) -> dict[str, Any]:
         if self._control is None:
             raise RuntimeError("the fake backend is not started")
@@ -518,9 +556,19 @@ class FakeBackend:
         received = self._stats()["counts"]
         return {model: int(received.get(model, 0)) for model in self.models}
 
+    def peak_in_flight(self, model: str | None = None) -> int:
+        """Most chat requests in flight at once, for ``model`` or over all models (None)."""
+        return int(self._stats()["peak"].get(model or "*", 0))
+
     def requests(self) -> list[tuple[str, str]]:
         """``(model, prompt)`` of every chat request, in arrival order."""
         return [(model, prompt) for model, prompt in self._stats()["log"]]
+
+    def bodies(self) -> list[Any]:
+        """The JSON body of every chat request, as received, in arrival order."""
+        if self._control is None:
+            raise RuntimeError("the fake backend is not started")
+        return self._control.get("/bodies").json()["bodies"]
 
     def reset(self) -> None:
         self._post("/reset", {})
