@@ -126,3 +126,14 @@ def test_a_pool_mismatch_on_evaluate(tiny_router: Path, demo_table) -> None:
     other.models = tuple(f"x-{m}" for m in other.models)
     with pytest.raises(EntroRouterError, match="has no outcomes for model"):
         router.evaluate(other)
+
+
+def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
+    from entrorouter.router import Router
+    from entrorouter.training.config import TrainConfig
+
+    table = demo_table.split("train")
+    table.scores[:, 0] = np.nan
+    table.costs[:, 0] = np.nan
+    with pytest.raises(EntroRouterError, match="no outcome at all for model"):
+        Router(TrainConfig(encoder="hashed-tfidf")).fit(table)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -52,10 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def set_threads_from_env() -> None:
+    """Apply ``ENTROROUTER_THREADS`` (torch intra-op threads) before any work.
+
+    On a busy machine one thread per process is often several times faster than two
+    (oversubscribed cores); on an idle one, two help the encoder. See benchmarks/results.
+    """
+    value = os.environ.get("ENTROROUTER_THREADS")
+    if not value:
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise EntroRouterError(f"ENTROROUTER_THREADS must be a positive integer, got {value!r}")
+    import torch
+
+    torch.set_num_threads(int(value))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        set_threads_from_env()
         return int(args.handler(args) or 0)
     except EntroRouterError as exc:
         print(f"entrorouter: error: {exc}", file=sys.stderr)

@@ -141,6 +141,12 @@ class Router:
             raise EntroRouterError(f"table {table.name!r} has {table.n_queries} queries; training needs at least 20")
         if table.n_models < 2:
             raise EntroRouterError(f"table {table.name!r} has {table.n_models} model; routing needs at least 2")
+        unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
+        if unseen:
+            raise EntroRouterError(
+                f"table {table.name!r} has no outcome at all for model(s) {unseen}: nothing to learn about them; "
+                "collect some outcomes or leave the model(s) out"
+            )
         torch.manual_seed(c.seed)
         rng = np.random.default_rng(c.seed)
         self.models = table.models

@@ -54,3 +54,18 @@ def test_minilm_loads_offline_and_cache_reuses_vectors(tmp_path: Path) -> None:
     fresh = EmbeddingCache(tmp_path)
     encoder.encode = None  # any call to the model would now fail
     np.testing.assert_allclose(fresh.embed(encoder, [TEXTS[2], TEXTS[0]]), first[[2, 0]], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_fast_minilm_reads_the_head_and_stays_close_to_the_full_model() -> None:
+    fast, full = make_encoder("minilm"), make_encoder("minilm-full")
+    assert fast.cache_id != full.cache_id  # their vectors never share a cache
+    long_text = TEXTS[0] + " and then" * 300  # far past 128 tokens
+    a, b = fast.encode([*TEXTS, long_text]), full.encode([*TEXTS, long_text])
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    assert float((a[:3] * b[:3]).sum(axis=1).min()) > 0.85  # int8 changes vectors a little, not the meaning
+    np.testing.assert_allclose(fast.encode([long_text + " extra words at the very end"]), a[3:], atol=1e-6)
+    # The saved state rebuilds the same variant.
+    for encoder in (fast, full):
+        config, tensors = encoder.state()
+        assert encoder_from_state(config, tensors).cache_id == encoder.cache_id

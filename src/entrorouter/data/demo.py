@@ -4,8 +4,9 @@ This is a simulation, not a measurement. It is built to look like real routing d
 
 * six query domains; each query's text is drawn from its domain's vocabulary, and its
   difficulty shows in the wording (a one-line lookup vs a multi-step, rigorous request);
-* eight models, each with a skill per domain (specialists for code and math, generalists
-  of several sizes, a cheap and a frontier API model);
+* eight models, each with a skill per domain: small specialists as good as the frontier
+  model on math and on code, generalists of several sizes (the largest matches the
+  frontier on history and writing), a cheap and a frontier API model;
 * ``P(correct) = sigmoid(1.7 * (skill[model, domain] - difficulty))``, then one Bernoulli draw;
 * cost = tokens x price, with tokens estimated from the text (input) and a per-domain
   answer length (output); prices follow public 2024 tiers: hosted open-weight models by
@@ -28,10 +29,10 @@ DOMAINS = ("math", "code", "law", "medicine", "history", "writing")
 DEMO_POOL: dict[str, tuple[float, float, tuple[float, ...]]] = {
     "tiny-3b": (0.10, 0.10, (-1.2, -1.0, -0.8, -0.9, -0.4, -0.2)),
     "small-8b": (0.20, 0.20, (-0.6, -0.5, -0.3, -0.4, 0.1, 0.3)),
-    "math-7b": (0.20, 0.20, (0.9, -0.4, -1.0, -0.9, -0.8, -0.8)),
-    "code-16b": (0.30, 0.30, (-0.1, 1.1, -0.9, -0.8, -0.6, -0.5)),
+    "math-7b": (0.20, 0.20, (1.5, -0.4, -1.0, -0.9, -0.8, -0.8)),
+    "code-16b": (0.30, 0.30, (-0.1, 1.6, -0.9, -0.8, -0.6, -0.5)),
     "medium-34b": (0.80, 0.80, (0.1, 0.2, 0.3, 0.4, 0.6, 0.7)),
-    "large-70b": (0.90, 0.90, (0.6, 0.5, 0.8, 0.8, 1.0, 0.9)),
+    "large-70b": (0.90, 0.90, (0.6, 0.5, 0.9, 0.8, 1.5, 1.4)),
     "mini-api": (0.15, 0.60, (0.3, 0.4, 0.2, 0.3, 0.5, 0.8)),
     "frontier-api": (2.50, 10.00, (1.4, 1.5, 1.5, 1.4, 1.5, 1.4)),
 }
@@ -136,7 +137,7 @@ _ANSWER_CHARS = {
 }
 
 
-def make_demo_table(n_queries: int = 3000, seed: int = 0) -> OutcomeTable:
+def make_demo_table(n_queries: int = 4000, seed: int = 0) -> OutcomeTable:
     """The simulated pool described in the module docstring (deterministic for a seed)."""
     rng = np.random.default_rng(seed)
     models = list(DEMO_POOL)

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--routers", help="comma-separated router names (default: all)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
-    bench.add_argument("--encoder", default="minilm", help="minilm (default), hashed-tfidf or st:<folder>")
+    bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
     bench.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
     bench.set_defaults(handler=cmd_benchmark)

@@ -59,7 +59,7 @@ class EmbeddingCache:
         encoder: Encoder,
         texts: Sequence[str],
         *,
-        batch_size: int = 64,
+        batch_size: int = 32,
         progress: bool = False,
     ) -> np.ndarray:
         """(n, dim) float32 vectors for ``texts``, encoding only those not cached yet."""

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,19 @@ from entrorouter.errors import ConfigError
 #: The model name clients send to have the router choose; ``ROUTER_MODEL:<λ>`` sets λ.
 ROUTER_MODEL = "entrorouter"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _FieldError(ValueError):
+    """A bad value of the config field ``name`` (located in the file by the parser)."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def _require(condition: bool, name: str, message: str) -> None:
+    if not condition:
+        raise _FieldError(name, message)
 
 
 @dataclass(frozen=True)
@@ -68,14 +81,17 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Request limits: body size (413 beyond) and concurrent chat requests (503 beyond)."""
+    """Request limits: body size (413 beyond), concurrent chat requests (503 beyond), and how
+    long a request queues for a backend that is at its ``max_concurrency``."""
 
     max_body_bytes: int = 4 * 1024 * 1024
     max_in_flight: int = 1024
+    backend_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         _require(self.max_body_bytes >= 1, "max_body_bytes", "expected an integer >= 1")
         _require(self.max_in_flight >= 1, "max_in_flight", "expected an integer >= 1")
+        _require(self.backend_wait_s >= 0, "backend_wait_s", "expected a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -151,13 +167,13 @@ class GatewayConfig:
     backends: tuple[BackendConfig, ...]
     auth: AuthConfig
     source: str = "gateway config"
-    server: ServerConfig = ServerConfig()
-    limits: LimitsConfig = LimitsConfig()
-    routing: RoutingConfig = RoutingConfig()
-    retry: RetryConfig = RetryConfig()
-    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
-    fallback: FallbackConfig = FallbackConfig()
-    logging: LoggingConfig = LoggingConfig()
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    circuit_breaker: CircuitBreakerConfig = field(default_factory=CircuitBreakerConfig)
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def backend(self, name: str) -> BackendConfig | None:
         return next((b for b in self.backends if b.name == name), None)
@@ -201,17 +217,6 @@ def parse_gateway_config(raw: dict[str, Any], *, source: str, base_dir: Path) ->
 
 
 # ------------------------------------------------------------------ helpers
-class _FieldError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-def _require(condition: bool, field: str, message: str) -> None:
-    if not condition:
-        raise _FieldError(field, message)
-
-
 def _parse_section(raw: Any, name: str, cls: type, source: str) -> Any:
     """Fill dataclass ``cls`` from the mapping ``raw`` (None: all defaults), checking types."""
     if raw is None:
@@ -232,7 +237,7 @@ def _parse_section(raw: Any, name: str, cls: type, source: str) -> Any:
     try:
         return cls(**values)
     except _FieldError as exc:
-        raise ConfigError(f"{source}: {name}.{exc.field}: {exc}") from None
+        raise ConfigError(f"{source}: {name}.{exc.name}: {exc}") from None
 
 
 def _coerce(value: Any, kind: Any) -> Any:

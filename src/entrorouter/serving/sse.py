@@ -43,14 +43,15 @@ class EventDecoder:
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._held_cr = b""  # a trailing \r may be the first half of \r\n
+        self._skip_lf = False  # the last chunk ended in \r: a leading \n completes that \r\n
 
     def feed(self, chunk: bytes) -> list[Event]:
-        data = self._held_cr + chunk
-        self._held_cr = b""
-        if data.endswith(b"\r"):
-            data, self._held_cr = data[:-1], b"\r"
-        self._buffer += data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if not chunk:
+            return []
+        if self._skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._skip_lf = chunk.endswith(b"\r")
+        self._buffer += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *complete, self._buffer = self._buffer.split(b"\n\n")
         return [parse_event(raw) for raw in complete if raw.strip(b"\n")]
 

@@ -92,10 +92,12 @@ class KnnCapability(CapabilityEstimator):
         self.cluster_count: np.ndarray | None = None  # (C, K) observed outcomes
         self.global_sum: np.ndarray | None = None  # (K,)
         self.global_count: np.ndarray | None = None  # (K,)
+        self._neighbours: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
+        self._neighbours = None
         observed = ~np.isnan(scores)
         filled = np.where(observed, scores, 0.0).astype(np.float32)
         self.global_sum = filled.sum(0)
@@ -132,13 +134,19 @@ class KnnCapability(CapabilityEstimator):
         c = self.cluster_count[assign] - own_count
         return (s + self.prior_strength * global_acc) / (c + self.prior_strength)
 
+    def _neighbour_tables(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(training features, scores with 0 for missing, observed mask), built once:
+        rebuilding them per call was most of a single query's routing time."""
+        if self._neighbours is None:
+            scores = _torch(self.train_scores)
+            observed = ~torch.isnan(scores)
+            self._neighbours = (_torch(self.train_x), torch.where(observed, scores, 0.0), observed)
+        return self._neighbours
+
     def _estimate(self, x: np.ndarray, prior: np.ndarray, *, exclude_self: bool) -> np.ndarray:
-        train = _torch(self.train_x)
-        scores = _torch(self.train_scores)
-        observed = ~torch.isnan(scores)
-        filled = torch.where(observed, scores, torch.zeros_like(scores))
-        k = min(self.k + int(exclude_self), len(self.train_x))
-        out = np.empty((len(x), scores.shape[1]), dtype=np.float32)
+        train, filled, observed = self._neighbour_tables()
+        k = min(self.k + int(exclude_self), len(train))
+        out = np.empty((len(x), filled.shape[1]), dtype=np.float32)
         for start in range(0, len(x), 1024):
             chunk = _torch(x[start : start + 1024])
             sims = chunk @ train.T
@@ -168,6 +176,7 @@ class KnnCapability(CapabilityEstimator):
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
         for key, value in tensors.items():
             setattr(self, key, value)
+        self._neighbours = None
 
 
 # --------------------------------------------------------------------- MLP

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--lam", type=float, help="default trade-off λ (default: chosen on validation)")
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
-    train.add_argument("--encoder", help="minilm (default), hashed-tfidf or st:<folder>")
+    train.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     _split_argument(train, "train")
     _data_dir_argument(train)
     train.set_defaults(handler=cmd_train)
@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=Path("runs/quickstart"),
         help="where to save the router (default runs/quickstart)",
     )
-    quick.add_argument("--encoder", help="minilm (default), hashed-tfidf or st:<folder>")
+    quick.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     quick.add_argument("--seed", type=int, default=0)
     _data_dir_argument(quick)
     quick.set_defaults(handler=cmd_quickstart)

@@ -22,7 +22,8 @@ class TrainConfig:
 
     # --- features
     encoder: str = "minilm"
-    """Query encoder: "minilm", "hashed-tfidf" or "st:<folder of a sentence-transformers model>"."""
+    """Query encoder: "minilm" (128 tokens, int8), "minilm-full" (the unmodified model),
+    "hashed-tfidf" or "st:<folder of a sentence-transformers model>"."""
 
     # --- trade-off
     lam: float | None = None
@@ -42,7 +43,7 @@ class TrainConfig:
     """Smallest non-zero λ drawn in training; also the offset of the λ input feature."""
 
     # --- capability estimates and Soft Anchor
-    capability: str = "mlp+logistic"
+    capability: str = "knn+mlp+logistic"
     """Offline estimate of P(model solves query): "knn" (neighbours, Beta prior towards the
     model's accuracy on the query's cluster), "mlp" or "logistic" (per-model success
     predictors, cross-fitted and bagged), or several joined by "+" (their mean)."""
@@ -115,7 +116,9 @@ class TrainConfig:
     alpha_lr: float = 0.05
     """Step size of the entropy multiplier α (updated in log space)."""
     rl_lr: float = 3e-4
-    batch_size: int = 512
+    batch_size: int | None = None
+    """Rows per optimiser step; None: n/16 clipped to [64, 512], so small tables still get
+    enough steps per epoch."""
     weight_decay: float = 1e-4
 
     # --- validation
@@ -155,7 +158,8 @@ class TrainConfig:
             "target_kl",
         ):
             need(getattr(self, name) > 0, name, "a number > 0")
-        for name in ("knn_k", "hidden", "n_layers", "batch_size", "group_size", "n_clusters"):
+        need(self.batch_size is None or self.batch_size >= 1, "batch_size", "None or an integer >= 1")
+        for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
         need(self.capability_folds >= 2, "capability_folds", "an integer >= 2")
         need(0 <= self.smoothing < 1, "smoothing", "a number in [0, 1)")

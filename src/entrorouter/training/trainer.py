@@ -133,6 +133,7 @@ class Trainer:
         self.log = log or (lambda record: None)
         self.progress = progress
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.batch_size = config.batch_size or int(np.clip(len(train) // 16, 64, 512))
         self.step = 0
         self.val_lams = torch.tensor([0.0, *np.geomspace(3 * config.lam_min, config.lam_max, 10)], dtype=torch.float32)
         self.best_score = -math.inf
@@ -156,7 +157,7 @@ class Trainer:
         return self.policy(x, lam, anchor)
 
     def batches(self, n: int) -> list[torch.Tensor]:
-        return list(torch.randperm(n, generator=self.generator).split(self.config.batch_size))
+        return list(torch.randperm(n, generator=self.generator).split(self.batch_size))
 
     @torch.no_grad()
     def val_reward(self) -> float:
@@ -217,7 +218,7 @@ class Trainer:
         c = self.config
         torch.manual_seed(c.seed)
         self.policy.train()
-        steps_per_pass = math.ceil(len(self.train) / c.batch_size)
+        steps_per_pass = math.ceil(len(self.train) / self.batch_size)
         total = steps_per_pass * ((c.sft_epochs if c.init != "none" else 0) + c.rl_iterations * c.update_epochs)
         with tqdm(total=total, disable=not self.progress, desc="training", unit="step", leave=False) as bar:
             self.bar = bar

@@ -1,0 +1,152 @@
+"""Reading a ``/v1/chat/completions`` request: validation, the target model, the routed text.
+
+The gateway checks only what it needs (a JSON object, ``model``, well-formed ``messages``,
+``stream``); every other field, tools and content parts included, is passed to the backend
+untouched, so new OpenAI features work without a gateway release.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from entrorouter.serving.config import ROUTER_MODEL
+
+
+class ApiError(Exception):
+    """An error answered with an OpenAI-style body ``{"error": {message, type, param, code}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A validated chat request: the body to forward and where it should go."""
+
+    body: dict[str, Any]
+    stream: bool
+    lam: float | None  # the trade-off for a routed request; None when ``direct`` is set
+    direct: str | None  # the backend the client named, or None: the router chooses
+
+    @property
+    def routed(self) -> bool:
+        return self.direct is None
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The request body as JSON; 400 when it is not (NaN and Infinity are not JSON)."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
+        raise ApiError(400, f"the request body is not valid JSON: {reason}", code="invalid_json") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_chat_request(body: Any, backends: Collection[str], default_lam: float) -> ChatRequest:
+    """Validate a parsed body; 400 for an invalid field, 404 for an unknown model."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    _check_messages(body.get("messages"))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream' must be true or false", param="stream")
+    lam, direct = resolve_model(body.get("model"), backends, default_lam)
+    return ChatRequest(body=body, stream=bool(stream), lam=lam, direct=direct)
+
+
+def resolve_model(model: Any, backends: Collection[str], default_lam: float) -> tuple[float | None, str | None]:
+    """``(λ, None)`` for ``entrorouter`` / ``entrorouter:<λ>``, ``(None, name)`` for a backend."""
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "'model' must be a non-empty string", param="model")
+    if model == ROUTER_MODEL:
+        return default_lam, None
+    if model.startswith(ROUTER_MODEL + ":"):
+        text = model[len(ROUTER_MODEL) + 1 :]
+        try:
+            lam = float(text)
+        except ValueError:
+            lam = math.nan
+        if not math.isfinite(lam) or lam < 0:
+            raise ApiError(
+                400,
+                f"'{ROUTER_MODEL}:<λ>' needs a finite number λ >= 0, got {text[:40]!r}",
+                param="model",
+                code="invalid_lambda",
+            )
+        return lam, None
+    if model in backends:
+        return None, model
+    raise ApiError(
+        404,
+        f"the model {model[:100]!r} does not exist; use {ROUTER_MODEL!r}, '{ROUTER_MODEL}:<λ>' "
+        "or a backend listed by GET /v1/models",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ApiError(400, f"'{where}' must be an object", param=where)
+        if not isinstance(message.get("role"), str) or not message["role"]:
+            raise ApiError(400, f"'{where}.role' must be a non-empty string", param=f"{where}.role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise ApiError(
+                400, f"'{where}.content' must be a string, a list of parts or null", param=f"{where}.content"
+            )
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(part, dict):
+                raise ApiError(400, f"'{where}.content[{j}]' must be an object", param=f"{where}.content[{j}]")
+
+
+# ------------------------------------------------------------------ routed text
+def routing_text(messages: list[dict[str, Any]], max_chars: int) -> str:
+    """The text the router sees: the newest user message with text, cut to ``max_chars``.
+
+    A message's text is its string content, or the ``text`` of its text parts joined by
+    newlines (images, audio and files are ignored). When no user message has text, the
+    newest message of any role with text is used; otherwise the system prompt and the
+    rest of the conversation are not routed on. The head of a long text is kept because
+    the router was trained on whole queries and its encoder reads their beginning.
+    """
+    users = [m for m in reversed(messages) if m.get("role") == "user"]
+    for message in (*users, *reversed(messages)):
+        text = message_text(message)
+        if text.strip():
+            return text[:max_chars]
+    return ""
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if p.get("type", "text") == "text"]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
