@@ -168,14 +168,7 @@ class Router:
         strongest = table.strongest_model()
         self.cost_scale = float(table.model_stats().loc[strongest, "mean_cost"]) or 1.0
         self.cost_predictor = CostPredictor().fit(texts, table.costs)
-        self.capability = make_capability(
-            c.capability,
-            knn_k=c.knn_k,
-            prior_strength=c.prior_strength,
-            n_clusters=c.n_clusters,
-            folds=c.capability_folds,
-            seed=c.seed,
-        )
+        self.capability = capability_for(c)
         # Capability estimates use every row: out-of-fold estimates never see a row's own
         # outcome, so the validation rows' estimates stay honest while the estimators (and
         # the ensemble used for new queries) learn from all the data.
@@ -443,14 +436,7 @@ class Router:
         router.encoder = encoder_from_state(config["encoder"], part("encoder"))
         router.cost_predictor = CostPredictor.from_tensors(part("cost"))
         c = train_config
-        router.capability = make_capability(
-            c.capability,
-            knn_k=c.knn_k,
-            prior_strength=c.prior_strength,
-            n_clusters=c.n_clusters,
-            folds=c.capability_folds,
-            seed=c.seed,
-        )
+        router.capability = capability_for(c)
         router.capability.load_tensors(part("capability"))
         policy = RoutingPolicy(
             int(policy_meta["in_dim"]),
@@ -511,3 +497,15 @@ def evaluation_report(
         "expert_suppression": suppression,
         "suppressed_models": [table.models[k] for k in suppressed],
     }
+
+
+def capability_for(config: TrainConfig) -> CapabilityEstimator:
+    """The (unfitted) capability estimator that ``config`` describes."""
+    return make_capability(
+        config.capability,
+        knn_k=config.knn_k,
+        prior_strength=config.prior_strength,
+        n_clusters=config.n_clusters,
+        folds=config.capability_folds,
+        seed=config.seed,
+    )

@@ -35,6 +35,34 @@ def headline_rows(results: dict[str, Any], routers: dict[str, dict[str, Any]], l
     return rows
 
 
+def hindsight_rows(results: dict[str, Any], routers: dict[str, dict[str, Any]], target: float) -> list[str]:
+    """How much each router's validation-chosen point saves vs the best point of its test curve.
+
+    The best test point is hindsight (choosing it would be tuning on test): it separates what
+    a router can do from what choosing its operating point on a small validation split gets.
+    """
+    floor = target * results["strongest_accuracy"]
+    rows = []
+    for name, r in routers.items():
+        if name in ("oracle", "random") or not r.get("curve"):
+            continue
+        savings = [1 - cost / results["strongest_cost"] for cost, accuracy in r["curve"] if accuracy >= floor]
+        best = _pct(max(savings)) if savings else "none"
+        rows.append(f"| {name} | {_pct(r['retained'])} | {_pct(r['cost_reduction'])} | {best} |")
+    return [
+        "### Chosen on validation vs the best of the test curve (hindsight)",
+        "",
+        f"The best cost reduction among the points of each router's test curve that keep {_pct(target)} "
+        "of the strongest model's test accuracy: never used to choose anything, it shows how much the "
+        "validation-based choice leaves on the table.",
+        "",
+        "| router | retained (chosen) | cost reduction (chosen) | best cost reduction on the test curve |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def render_report(results: dict[str, Any], *, command: str, seconds: float) -> str:
     cfg = results["config"]
     routers = results["routers"]
@@ -94,7 +122,7 @@ def render_report(results: dict[str, Any], *, command: str, seconds: float) -> s
                 f"- AIQ {entro['aiq']:.4f} vs the best baseline, {best_name}, {baselines[best_name]['aiq']:.4f} "
                 f"({'at or above' if entro['aiq'] >= baselines[best_name]['aiq'] else 'below'})."
             )
-        lines += [*verdict, ""]
+        lines += [*verdict, "", *hindsight_rows(results, routers, target)]
     if "ablations" in results:
         lines += [
             "## Ablations (the collapse story)",

@@ -284,9 +284,10 @@ class MlpCapability(CapabilityEstimator):
         self.nets = []
         for i in range(len({k.split(".", 1)[0] for k in tensors})):
             state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
-            weights = [k for k in state if k.endswith("weight")]
-            biases = sorted(k for k in state if k.endswith("bias"))
-            net = self.make_net(state[weights[0]].shape[1], state[biases[-1]].shape[0])
+            # SuccessNet keys are "net.<layer>.weight|bias": the first layer reads the input,
+            # the last one writes one logit per model.
+            last_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
+            net = self.make_net(state["net.0.weight"].shape[1], state[last_bias].shape[0])
             net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
             self.nets.append(net.eval())
 
