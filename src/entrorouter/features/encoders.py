@@ -177,9 +177,9 @@ class MiniLMEncoder(SentenceTransformerEncoder):
     ``fast`` (the default, registry name ``minilm``) reads the first 128 tokens with int8
     linear layers; ``fast=False`` (``minilm-full``) is the unmodified model (256 tokens,
     float32). Routing needs the gist of a request, not every answer option: on MMLU-Pro
-    prompts (median 155 tokens) the fast form embeds about 3x faster on one core (69 vs 25
-    queries/s; ``benchmarks/results/core.md`` has the rerunnable figures), and routing
-    quality on MMLU-Pro validation splits (3 seeds) was within noise of the full model.
+    prompts (median 155 tokens) the fast form embeds several times faster on CPU
+    (``benchmarks/bench_core.py`` measures both), and routing quality on MMLU-Pro
+    validation splits (3 seeds) was within noise of the full model.
     """
 
     kind = "minilm"
