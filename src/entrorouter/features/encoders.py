@@ -118,7 +118,7 @@ class SentenceTransformerEncoder(Encoder):
                 with warnings.catch_warnings():  # torch.ao's deprecation notice points users to torchao
                     warnings.simplefilter("ignore")
                     model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-            self._model = model
+            self._model = model.eval()  # inference only: dropout off, once
         return self._model
 
     @property
@@ -150,7 +150,7 @@ class SentenceTransformerEncoder(Encoder):
             # Dynamic int8 scales each activation tensor by its batch's range, so a text's
             # vector would depend on its batch mates; one text per call keeps it a function
             # of the text alone (cacheable, reproducible) at no loss in speed on CPU.
-            batch_size = 1
+            return self._encode_one_by_one(texts, progress)
         vectors = self.model.encode(
             list(texts),
             batch_size=batch_size,
@@ -159,6 +159,21 @@ class SentenceTransformerEncoder(Encoder):
             normalize_embeddings=True,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def _encode_one_by_one(self, texts: Sequence[str], progress: bool) -> np.ndarray:
+        """The same vectors as ``model.encode(text)``, without its per-call set-up (it puts
+        every module in eval mode and sorts the batch: ~2 ms, a fifth of a short query)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        model = self.model
+        prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        with torch.inference_mode():
+            for i, text in enumerate(tqdm(texts, desc="embedding", unit="query", disable=not progress)):
+                vector = model(prepare([text]))["sentence_embedding"]
+                out[i] = torch.nn.functional.normalize(vector, dim=1)[0].numpy()
+        return out
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {
