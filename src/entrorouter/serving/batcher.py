@@ -146,11 +146,8 @@ class RoutingBatcher:
                 if first is _STOP:
                     break
                 batch, stopping = self._collect(first)
-                started = time.perf_counter()
                 if not self._route(batch):
                     return  # the router process is gone
-                if self._on_batch is not None:
-                    self._on_batch(len(batch), time.perf_counter() - started)
         finally:
             self._fail_queued(RoutingError("the router process is not running"))
             with contextlib.suppress(OSError):
@@ -180,6 +177,7 @@ class RoutingBatcher:
         from entrorouter.router import RouteResult
 
         assert self._conn is not None
+        started = time.perf_counter()
         try:
             self._conn.send(([p.text for p in batch], [p.lam for p in batch]))
             status, detail = self._receive()
@@ -188,6 +186,10 @@ class RoutingBatcher:
             for pending in batch:
                 _deliver(pending, exception=RoutingError("the router process exited"))
             return False
+        # Bookkeeping before the answers go out: once a request resumes on the event loop,
+        # this thread should be blocked on the queue, not competing with it for the GIL.
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - started)
         if status != "ok":
             log.error("routing failed", extra={"fields": {"batch_size": len(batch), "reason": detail}})
             for pending in batch:
