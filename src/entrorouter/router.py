@@ -42,7 +42,7 @@ from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import Encoder, encoder_from_state, make_encoder
 from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input, policy_input_dim
-from entrorouter.training.capability import CapabilityEstimator, make_capability
+from entrorouter.training.capability import CapabilityEstimator, as_float_tensor, make_capability
 from entrorouter.training.config import TrainConfig
 from entrorouter.training.trainer import RoutingData, Trainer
 
@@ -75,10 +75,6 @@ class RoutingInputs:
     features: np.ndarray
     capability: np.ndarray
     cost: np.ndarray
-
-
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
 class Router:
@@ -177,24 +173,16 @@ class Router:
 
         def routing_data(rows: np.ndarray, capability: np.ndarray) -> RoutingData:
             return RoutingData(
-                features=_tensor(features[rows]),
-                scores=_tensor(table.scores[rows]),
-                cost=_tensor(table.costs[rows] / self.cost_scale),
-                capability=_tensor(capability),
-                cost_pred=_tensor(cost_pred[rows]),
+                features=as_float_tensor(features[rows]),
+                scores=as_float_tensor(table.scores[rows]),
+                cost=as_float_tensor(table.costs[rows] / self.cost_scale),
+                capability=as_float_tensor(capability),
+                cost_pred=as_float_tensor(cost_pred[rows]),
             )
 
         train_data = routing_data(fit_rows, oof[fit_rows])
         val_data = routing_data(val_rows, oof[val_rows])
-        self.policy = RoutingPolicy(
-            policy_input_dim(features.shape[1], table.n_models, c.policy_input),
-            table.n_models,
-            hidden=c.hidden,
-            n_layers=c.n_layers,
-            dropout=c.dropout,
-            lam_min=c.lam_min,
-            lam_max=c.lam_max,
-        )
+        self.policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
         self.training_log = []
         started = time.perf_counter()
         val_table = table.subset(val_rows)
@@ -253,12 +241,17 @@ class Router:
             raise EntroRouterError(f"λ must be a finite number >= 0, got {lam!r}")
         lam_t = torch.from_numpy(lam_values.astype(np.float32))
         anchor = (
-            anchor_logits(_tensor(inputs.capability), _tensor(inputs.cost), lam_t, self.config.anchor_temperature)
+            anchor_logits(
+                as_float_tensor(inputs.capability), as_float_tensor(inputs.cost), lam_t, self.config.anchor_temperature
+            )
             if self.config.anchor_residual
             else None
         )
         x = policy_input(
-            _tensor(inputs.features), _tensor(inputs.capability), _tensor(inputs.cost), self.config.policy_input
+            as_float_tensor(inputs.features),
+            as_float_tensor(inputs.capability),
+            as_float_tensor(inputs.cost),
+            self.config.policy_input,
         )
         return F.softmax(self.policy(x, lam_t, anchor), dim=1).numpy()
 
@@ -435,18 +428,9 @@ class Router:
         router.trained_on = dict(config.get("trained_on") or {})
         router.encoder = encoder_from_state(config["encoder"], part("encoder"))
         router.cost_predictor = CostPredictor.from_tensors(part("cost"))
-        c = train_config
-        router.capability = capability_for(c)
+        router.capability = capability_for(train_config)
         router.capability.load_tensors(part("capability"))
-        policy = RoutingPolicy(
-            int(policy_meta["in_dim"]),
-            len(models),
-            hidden=c.hidden,
-            n_layers=c.n_layers,
-            dropout=c.dropout,
-            lam_min=c.lam_min,
-            lam_max=c.lam_max,
-        )
+        policy = policy_for(train_config, int(policy_meta["in_dim"]), len(models))
         try:
             policy.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in part("policy").items()})
         except RuntimeError as exc:
@@ -508,4 +492,17 @@ def capability_for(config: TrainConfig) -> CapabilityEstimator:
         n_clusters=config.n_clusters,
         folds=config.capability_folds,
         seed=config.seed,
+    )
+
+
+def policy_for(config: TrainConfig, in_dim: int, n_models: int) -> RoutingPolicy:
+    """The (untrained) routing policy that ``config`` describes."""
+    return RoutingPolicy(
+        in_dim,
+        n_models,
+        hidden=config.hidden,
+        n_layers=config.n_layers,
+        dropout=config.dropout,
+        lam_min=config.lam_min,
+        lam_max=config.lam_max,
     )

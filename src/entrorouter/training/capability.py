@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 
-def _torch(x: np.ndarray) -> torch.Tensor:
+def as_float_tensor(x: np.ndarray) -> torch.Tensor:
+    """A float32, contiguous torch view (or copy) of ``x``."""
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
@@ -138,9 +139,9 @@ class KnnCapability(CapabilityEstimator):
         """(training features, scores with 0 for missing, observed mask), built once:
         rebuilding them per call was most of a single query's routing time."""
         if self._neighbours is None:
-            scores = _torch(self.train_scores)
+            scores = as_float_tensor(self.train_scores)
             observed = ~torch.isnan(scores)
-            self._neighbours = (_torch(self.train_x), torch.where(observed, scores, 0.0), observed)
+            self._neighbours = (as_float_tensor(self.train_x), torch.where(observed, scores, 0.0), observed)
         return self._neighbours
 
     def _estimate(self, x: np.ndarray, prior: np.ndarray, *, exclude_self: bool) -> np.ndarray:
@@ -148,7 +149,7 @@ class KnnCapability(CapabilityEstimator):
         k = min(self.k + int(exclude_self), len(train))
         out = np.empty((len(x), filled.shape[1]), dtype=np.float32)
         for start in range(0, len(x), 1024):
-            chunk = _torch(x[start : start + 1024])
+            chunk = as_float_tensor(x[start : start + 1024])
             sims = chunk @ train.T
             if exclude_self:
                 rows = torch.arange(len(chunk))
@@ -202,7 +203,7 @@ def train_success_net(
     """Masked binary cross-entropy on the observed outcomes (NaN scores are skipped)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    xt, st = _torch(x), _torch(scores)
+    xt, st = as_float_tensor(x), as_float_tensor(scores)
     observed = ~torch.isnan(st)
     target = torch.where(observed, st, torch.zeros_like(st))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
@@ -272,7 +273,7 @@ class MlpCapability(CapabilityEstimator):
     @staticmethod
     def _apply(net: nn.Module, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return torch.sigmoid(net(_torch(x))).numpy()
+            return torch.sigmoid(net(as_float_tensor(x))).numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.mean([self._apply(net, features) for net in self.nets], axis=0)
