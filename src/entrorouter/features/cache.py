@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from entrorouter.data.io import atomic_path
 from entrorouter.features.encoders import Encoder
 
 CACHE_DIR_ENV = "ENTROROUTER_CACHE_DIR"
@@ -83,14 +84,8 @@ class EmbeddingCache:
     def _write_shard(self, cache_id: str, keys: list[bytes], vectors: np.ndarray) -> None:
         from safetensors.numpy import save_file
 
-        folder = self.root / cache_id
-        folder.mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.safetensors"
-        tmp = folder / f".{name}.tmp"
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
-        save_file(
-            {"keys": key_array, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)},
-            str(tmp),
-        )
-        os.replace(tmp, folder / name)
+        with atomic_path(self.root / cache_id / name) as tmp:
+            save_file({"keys": key_array, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp))
         self._seen_shards.setdefault(cache_id, set()).add(name)
