@@ -62,3 +62,12 @@ def tiny_router(demo_table, tmp_path_factory):
     path = tmp_path_factory.mktemp("routers") / "tiny"
     router.save(path)
     return path
+
+
+@pytest.fixture
+def fake(_fake_server):
+    """The folder's session-wide fake backend (its ``_fake_server`` fixture: tests/collection,
+    tests/serving), with counters and behaviours reset around each test."""
+    _fake_server.reset()
+    yield _fake_server
+    _fake_server.reset()

@@ -102,7 +102,7 @@ def load_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return raw
 
 
-def _number(entry: dict[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
+def number_field(entry: dict[str, Any], key: str, where: str, default: float, *, minimum: float = 0.0) -> float:
     value = entry.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
         raise ConfigError(f"{where}.{key}: expected a number >= {minimum:g}, got {value!r}")
@@ -150,8 +150,8 @@ def parse_backends(raw: Any, source: str) -> list[BackendConfig]:
         if price is not None:
             if not isinstance(price, dict):
                 raise ConfigError(f"{where}.price: expected {{input: <US$/1M>, output: <US$/1M>}}")
-            in_price = _number(price, "input", f"{where}.price", -1.0)
-            out_price = _number(price, "output", f"{where}.price", -1.0)
+            in_price = number_field(price, "input", f"{where}.price", -1.0)
+            out_price = number_field(price, "output", f"{where}.price", -1.0)
         headers = entry.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ConfigError(f"{where}.headers: expected a mapping of header -> string")
@@ -161,10 +161,10 @@ def parse_backends(raw: Any, source: str) -> list[BackendConfig]:
                 base_url=url,
                 model=str(entry.get("model") or name),
                 api_key_env=key_env,
-                timeout_s=_number(entry, "timeout_s", where, 60.0, minimum=0.001),
-                connect_timeout_s=_number(entry, "connect_timeout_s", where, 5.0, minimum=0.001),
-                max_concurrency=int(_number(entry, "max_concurrency", where, 16, minimum=1)),
-                max_retries=int(_number(entry, "max_retries", where, 2)),
+                timeout_s=number_field(entry, "timeout_s", where, 60.0, minimum=0.001),
+                connect_timeout_s=number_field(entry, "connect_timeout_s", where, 5.0, minimum=0.001),
+                max_concurrency=int(number_field(entry, "max_concurrency", where, 16, minimum=1)),
+                max_retries=int(number_field(entry, "max_retries", where, 2)),
                 input_price=in_price,
                 output_price=out_price,
                 extra_headers={str(k): v for k, v in headers.items()},
@@ -223,6 +223,15 @@ class ChatResponse:
     latency_s: float
     attempts: int
     headers: dict[str, str]
+
+    @property
+    def content(self) -> str | None:
+        """The first choice's message text; None when the body has none."""
+        try:
+            content = self.body["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            return None
+        return content if isinstance(content, str) else None
 
 
 async def post_chat_completion(

@@ -27,14 +27,6 @@ def _fake_server() -> Iterator[FakeBackend]:
         yield fake
 
 
-@pytest.fixture
-def fake(_fake_server: FakeBackend) -> Iterator[FakeBackend]:
-    """The shared fake backend, reset (counters, behaviours) for each test."""
-    _fake_server.reset()
-    yield _fake_server
-    _fake_server.reset()
-
-
 def arithmetic_rows(n: int, start: int = 0) -> list[dict[str, Any]]:
     """Queries the fake models answer (some right, some wrong), graded numerically."""
     rows = []

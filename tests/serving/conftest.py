@@ -57,14 +57,6 @@ def _fake_server() -> Iterator[FakeBackend]:
         yield fake
 
 
-@pytest.fixture
-def fake(_fake_server: FakeBackend) -> Iterator[FakeBackend]:
-    """The session's fake backend, answering normally with clean counters for each test."""
-    _fake_server.reset()
-    yield _fake_server
-    _fake_server.reset()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _client_key() -> Iterator[None]:
     """The client key's env var, for every gateway of the session (a test may unset it)."""

@@ -31,7 +31,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, parse_backends
+from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, number_field, parse_backends
 from entrorouter.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64
@@ -101,10 +101,7 @@ def _retry(value: Any, source: str) -> RetryPolicy:
     known = [f.name for f in fields(RetryPolicy)]
     if not isinstance(value, dict) or set(value) - set(known):
         raise ConfigError(f"{source}: retry: expected a mapping with some of {known}")
-    for key, number in value.items():
-        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
-            raise ConfigError(f"{source}: retry.{key}: expected a number >= 0, got {number!r}")
-    return RetryPolicy(**{key: float(number) for key, number in value.items()})
+    return RetryPolicy(**{key: number_field(value, key, f"{source}: retry", 0.0) for key in value})
 
 
 def _optional_name(value: Any, where: str) -> str | None:

@@ -77,16 +77,21 @@ class Plan:
         store: ProgressStore,
     ) -> None:
         self.queries, self.backends, self._store = queries, backends, store
-        self._request_json = json.dumps(dict(request), sort_keys=True)
-        self._fingerprints = {name: grader.fingerprint() for name, grader in graders.items()}
+        request_json = json.dumps(dict(request), sort_keys=True)
+        fingerprints = {name: grader.fingerprint() for name, grader in graders.items()}
+        # Per query, not per pair: (what is sent, how it is graded), hashed once.
+        self._hashes = {
+            q.id: (
+                _digest(json.dumps(q.messages, sort_keys=True, ensure_ascii=False), request_json),
+                _digest(fingerprints[q.grader], json.dumps([q.references, q.choices, q.tests])),
+            )
+            for q in queries
+        }
 
     def job(self, query: Query, backend: BackendConfig) -> Job | None:
         """The work for one pair, or None when it is finished."""
-        sent = _digest(json.dumps(query.messages, sort_keys=True, ensure_ascii=False), self._request_json)
+        sent, grade_hash = self._hashes[query.id]
         request_hash = _digest(sent, backend.model)
-        grade_hash = _digest(
-            self._fingerprints[query.grader], json.dumps([query.references, query.choices, query.tests])
-        )
         state = self._store.state(query.id, backend.name)
         if state is None or state.status == ERROR or state.request_hash != request_hash:
             return Job(query, backend, True, request_hash, grade_hash)
@@ -284,7 +289,7 @@ class Collector:
 
 def _answered(job: Job, response: ChatResponse) -> Outcome:
     """An answered call as an outcome: text, tokens (estimated when usage is missing), cost."""
-    content = _content(response.body)
+    content = response.content
     if content is None:
         return Outcome(
             job.query.id, job.backend.name, ERROR, job.request_hash, error="the response has no message content"
@@ -314,14 +319,6 @@ def _answered(job: Job, response: ChatResponse) -> Outcome:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _content(body: Any) -> str | None:
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) else None
 
 
 def _error_text(exc: BackendError) -> str:

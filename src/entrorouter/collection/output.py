@@ -38,7 +38,6 @@ class ModelSummary:
     """Totals for one model over the table's pairs."""
 
     model: str
-    pairs: int = 0
     graded: int = 0
     errors: int = 0
     score_sum: float = 0.0
@@ -47,12 +46,11 @@ class ModelSummary:
     answered: int = 0  # calls that returned an answer (graded or not)
 
     def add(self, outcome: Outcome) -> None:
-        self.pairs += 1
-        if outcome.status != GRADED:
-            self.errors += 1
         if outcome.status == GRADED and outcome.score is not None:
             self.graded += 1
             self.score_sum += outcome.score
+        else:
+            self.errors += 1
         if outcome.status != ERROR:
             self.answered += 1
             self.cost_sum += outcome.cost or 0.0

@@ -118,7 +118,9 @@ class Judge(Grader):
                 response = await post_chat_completion(self._client, self.backend, body)
             except BackendError as exc:
                 raise GradingError(f"judge: {exc}") from None
-        reply = _content(response.body)
+        reply = response.content
+        if reply is None:
+            raise GradingError("judge response has no message content")
         score = parse_judge_score(reply, self.scale)
         if score is None:
             raise GradingError(f"judge reply has no 'Score: N' line: {reply[-200:]!r}")
@@ -128,13 +130,3 @@ class Judge(Grader):
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _content(body: dict[str, Any]) -> str:
-    try:
-        content = body["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        raise GradingError("judge response has no message content") from None
-    if not isinstance(content, str):
-        raise GradingError("judge response has no message content")
-    return content
