@@ -73,6 +73,11 @@ class BackendConfig:
     def chat_url(self) -> str:
         return self.base_url.rstrip("/") + "/chat/completions"
 
+    @property
+    def models_url(self) -> str:
+        """``GET`` it to see whether the server answers at all (start-up and readiness checks)."""
+        return self.base_url.rstrip("/") + "/models"
+
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
 
@@ -258,7 +263,7 @@ async def post_chat_completion(
                 backend.chat_url, json=payload, headers=backend.headers(), timeout=backend.timeout()
             )
         except httpx.TransportError as exc:
-            last = BackendError(backend.name, f"{type(exc).__name__}: {exc}".rstrip(": "))
+            last = BackendError(backend.name, describe_error(exc))
         else:
             latency = time.perf_counter() - start
             if response.status_code < 400:
@@ -289,3 +294,12 @@ def _safe_json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return response.text[:500]
+
+
+def describe_error(exc: Exception) -> str:
+    """A short, key-free description of a failed call (for logs and error bodies): a network
+    failure is named by its type, since its text alone is often empty."""
+    text = str(exc)
+    if not isinstance(exc, httpx.TransportError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -16,7 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from entrorouter.backends import BackendConfig, BackendError, ChatResponse, RetryPolicy, post_chat_completion
+from entrorouter.backends import (
+    BackendConfig,
+    BackendError,
+    ChatResponse,
+    RetryPolicy,
+    describe_error,
+    post_chat_completion,
+)
 from entrorouter.collection.graders import Grader, GradingError
 from entrorouter.collection.queries import Query, message_text
 from entrorouter.collection.store import ERROR, GRADED, UNGRADED, Outcome, ProgressStore
@@ -146,15 +153,13 @@ async def check_backends(backends: Sequence[BackendConfig], source: str) -> list
 async def _check(client: httpx.AsyncClient, backend: BackendConfig, source: str) -> str | None:
     import httpx
 
-    url = backend.base_url.rstrip("/") + "/models"
     # A short read limit: a server that accepts connections but never answers is not usable.
     timeout = httpx.Timeout(min(backend.timeout_s, 30.0), connect=backend.connect_timeout_s)
     try:
-        response = await client.get(url, headers=backend.headers(), timeout=timeout)
+        response = await client.get(backend.models_url, headers=backend.headers(), timeout=timeout)
     except httpx.TransportError as exc:
-        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
         raise ConfigError(
-            f"{source}: backend {backend.name!r} at {backend.base_url} is unreachable ({detail})"
+            f"{source}: backend {backend.name!r} at {backend.base_url} is unreachable ({describe_error(exc)})"
         ) from None
     if response.status_code in (401, 403):
         key = f" from ${backend.api_key_env}" if backend.api_key_env else " (no api_key_env is set)"

@@ -339,9 +339,8 @@ class Gateway:
     async def _reachable(self, upstream: Upstream) -> bool:
         """Whether the backend's server answers HTTP at all (any status: it is up)."""
         assert self._probe_client is not None
-        url = upstream.config.base_url.rstrip("/") + "/models"
         try:
-            response = await self._probe_client.get(url, timeout=READINESS_PROBE_TIMEOUT_S)
+            response = await self._probe_client.get(upstream.config.models_url, timeout=READINESS_PROBE_TIMEOUT_S)
         except httpx.HTTPError:
             return False
         await response.aclose()

@@ -44,10 +44,6 @@ class ChatRequest:
     lam: float | None  # the trade-off for a routed request; None when ``direct`` is set
     direct: str | None  # the backend the client named, or None: the router chooses
 
-    @property
-    def routed(self) -> bool:
-        return self.direct is None
-
 
 def parse_json_body(raw: bytes) -> Any:
     """The request body as JSON; 400 when it is not (NaN and Infinity are not JSON)."""

@@ -175,9 +175,6 @@ class GatewayConfig:
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
-    def backend(self, name: str) -> BackendConfig | None:
-        return next((b for b in self.backends if b.name == name), None)
-
 
 # The optional sections of gateway.yaml and the dataclass each one fills.
 SECTIONS: dict[str, type] = {

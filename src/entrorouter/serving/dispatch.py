@@ -23,11 +23,11 @@ from typing import Any
 
 import httpx
 
-from entrorouter.backends import BackendError, RetryPolicy
+from entrorouter.backends import BackendError, RetryPolicy, describe_error
 from entrorouter.serving.breaker import Permit
 from entrorouter.serving.metrics import GatewayMetrics
 from entrorouter.serving.sse import Event, data_event, encode, iter_events
-from entrorouter.serving.upstream import Upstream, UpstreamRejected, describe_transport_error, open_chat
+from entrorouter.serving.upstream import Upstream, UpstreamRejected, open_chat
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -179,7 +179,7 @@ class Dispatcher:
             raise TruncatedStream("the backend's stream ended without [DONE]")
         except (httpx.HTTPError, TruncatedStream) as exc:
             ok, start.outcome = False, "interrupted"
-            reason = describe_transport_error(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+            reason = describe_error(exc)
             self.metrics.errors.labels(chosen, "stream_interrupted").inc()
             log.warning("stream interrupted", extra={"fields": {"backend": start.backend, "reason": reason}})
             message = f"the backend {start.backend!r} failed mid-stream ({reason}); the answer is incomplete"
@@ -205,7 +205,8 @@ class Dispatcher:
             upstream = self.upstreams[name]
             permit = upstream.breaker.admit()
             if permit is None:
-                passed_over += self._pass_over(name, "circuit_open")
+                self._pass_over(name, "circuit_open")
+                passed_over += 1
                 continue
             try:
                 got_slot = await self._take_slot(upstream)
@@ -214,7 +215,8 @@ class Dispatcher:
                 raise
             if not got_slot:
                 upstream.breaker.record_abandoned(permit)
-                passed_over += self._pass_over(name, "saturated")
+                self._pass_over(name, "saturated")
+                passed_over += 1
                 continue
             attempts += 1
             call = Call(upstream, permit, self.metrics)
@@ -233,12 +235,13 @@ class Dispatcher:
                 raise
             except (BackendError, BadAnswer, httpx.HTTPError) as exc:
                 await call.finish(ok=False)
-                reason = describe_transport_error(exc) if isinstance(exc, httpx.TransportError) else str(exc)
+                reason = describe_error(exc)
                 failures.append(f"{name}: {reason}")
                 log.warning(
                     "backend failed", extra={"fields": {"backend": name, "request_id": request_id, "reason": reason}}
                 )
-                passed_over += self._pass_over(name, "failed")
+                self._pass_over(name, "failed")
+                passed_over += 1
                 continue
             except BaseException:  # cancelled (the client left) or a bug: release, no verdict
                 await call.finish(ok=None)
@@ -248,9 +251,8 @@ class Dispatcher:
             raise NoBackendAnswered(503, f"no backend available for {decision.chosen!r} (circuits open or saturated)")
         raise NoBackendAnswered(502, "every backend tried failed: " + "; ".join(failures))
 
-    def _pass_over(self, backend: str, reason: str) -> int:
+    def _pass_over(self, backend: str, reason: str) -> None:
         self.metrics.fallbacks.labels(backend, reason).inc()
-        return 1
 
     async def _take_slot(self, upstream: Upstream) -> bool:
         """A concurrency slot of the backend, waiting at most ``slot_wait_s``."""

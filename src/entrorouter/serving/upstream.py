@@ -26,7 +26,14 @@ from typing import Any
 
 import httpx
 
-from entrorouter.backends import RETRYABLE_STATUS, BackendConfig, BackendError, RetryPolicy, parse_retry_after
+from entrorouter.backends import (
+    RETRYABLE_STATUS,
+    BackendConfig,
+    BackendError,
+    RetryPolicy,
+    describe_error,
+    parse_retry_after,
+)
 from entrorouter.errors import ConfigError
 from entrorouter.serving.breaker import CircuitBreaker
 
@@ -100,7 +107,7 @@ async def open_chat(
         try:
             response = await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            last = BackendError(backend.name, describe_transport_error(exc))
+            last = BackendError(backend.name, describe_error(exc))
         else:
             if response.status_code < 400:
                 return response
@@ -140,9 +147,3 @@ async def _read_error(response: httpx.Response) -> dict[str, Any]:
         return {"message": f"HTTP {response.status_code}", "type": "upstream_error", "param": None, "code": None}
     # Keep only the standard fields: nothing else from the backend reaches the client.
     return {key: error.get(key) for key in ("message", "type", "param", "code")}
-
-
-def describe_transport_error(exc: httpx.TransportError) -> str:
-    """A short, key-free description of a network failure (for logs and error bodies)."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
