@@ -126,7 +126,7 @@ class Gateway:
             )
         self.dispatcher = Dispatcher(
             self.upstreams,
-            self.config.retry.policy(),
+            self.config.retry,
             self.metrics,
             slot_wait_s=self.config.limits.backend_wait_s,
         )

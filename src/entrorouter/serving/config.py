@@ -111,8 +111,9 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
-class RetryConfig:
-    """Backoff between retries of one backend (the retry count is per backend)."""
+class RetryConfig(RetryPolicy):
+    """Backoff between retries of one backend (the retry count is per backend): the shared
+    :class:`RetryPolicy` with shorter waits, since a client is waiting on the gateway."""
 
     base_delay_s: float = 0.1
     max_delay_s: float = 2.0
@@ -121,9 +122,6 @@ class RetryConfig:
     def __post_init__(self) -> None:
         for name in ("base_delay_s", "max_delay_s", "max_retry_after_s"):
             _require(getattr(self, name) >= 0, name, "expected a number >= 0")
-
-    def policy(self) -> RetryPolicy:
-        return RetryPolicy(self.base_delay_s, self.max_delay_s, self.max_retry_after_s)
 
 
 @dataclass(frozen=True)
