@@ -80,7 +80,7 @@ def train_demo_router(out: Path) -> Path:
     """A MiniLM router on the simulated demo pool (the default encoder, as in production)."""
     from entrorouter.data.demo import make_demo_table
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     config = TrainConfig(encoder="minilm", sft_epochs=2, rl_iterations=4, capability="knn")
     return Router(config).fit(make_demo_table(n_queries=600)).save(out)

@@ -72,6 +72,7 @@ class Gateway:
         self._probe_client: httpx.AsyncClient | None = None  # /readyz: never queued behind traffic
         self._in_flight = 0
         self._readiness: tuple[float, dict[str, Any]] | None = None
+        self._target_lams: dict[float, float] = {}
 
     @classmethod
     def load(cls, config: GatewayConfig) -> Gateway:
@@ -84,6 +85,12 @@ class Gateway:
             backend.api_key()  # fails now, not on the first request, when its env var is unset
         keys = () if config.auth.disabled else config.auth.load_keys(config.source)
         return cls(config, router, keys)
+
+    def lam_for_target(self, target: float) -> float:
+        """λ for ``entrorouter@<target>``: the router's calibration curve, cached per target."""
+        if target not in self._target_lams:
+            self._target_lams[target] = self.router.lam_for(None, target)
+        return self._target_lams[target]
 
     # ------------------------------------------------------------ lifecycle
     def start_router(self) -> None:
@@ -176,7 +183,7 @@ class Gateway:
     async def _answer(self, request: Request, record: dict[str, Any], received: float) -> Response:
         try:
             raw = await read_body(request, self.config.limits.max_body_bytes)
-            chat = parse_chat_request(parse_json_body(raw), self.backend_names, self.router.lam)
+            chat = parse_chat_request(parse_json_body(raw), self.backend_names, self.router.lam, self.lam_for_target)
         except ApiError as exc:
             return self._refused(exc, record)
         record.update(model=chat.body["model"][:100], stream=chat.stream)
