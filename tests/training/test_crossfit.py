@@ -8,6 +8,7 @@ from entrorouter.data.splits import stratified_folds
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router import Router
 from entrorouter.router.calibration import lambda_grid
+from entrorouter.router.capability import FoldPlan
 from entrorouter.router.config import TrainConfig
 from entrorouter.training.fit import out_of_fold_choices
 
@@ -16,18 +17,20 @@ from ..conftest import CALIBRATED
 
 def test_a_fold_s_own_outcomes_never_change_its_out_of_fold_choices(demo_table) -> None:
     table = demo_table.split("train").subset(np.arange(240))
-    router = Router(TrainConfig(**{**CALIBRATED, "sft_epochs": 1, "rl_iterations": 1}))
+    # knn+logistic: the leave-one-out estimator and the memoised, fold-aligned nets.
+    router = Router(TrainConfig(**{**CALIBRATED, "capability": "knn+logistic", "sft_epochs": 1, "rl_iterations": 1}))
     router.encoder = make_encoder("hashed-tfidf").fit([str(q) for q in table.queries])
     features = router.encoder.encode([str(q) for q in table.queries])
     grid = lambda_grid(n=8)
-    before = out_of_fold_choices(router, table, features, grid)
+    folds = stratified_folds(table, router.config.calibration_folds, router.config.seed)
+    before = out_of_fold_choices(router, table, features, grid, FoldPlan(folds, router.config.calibration_folds))
 
     # Rewrite every outcome of fold 0 (flip right and wrong answers).
-    fold0 = stratified_folds(table, router.config.calibration_folds, router.config.seed) == 0
+    fold0 = folds == 0
     changed = table.subset(np.arange(table.n_queries))
     changed.scores = table.scores.copy()
     changed.scores[fold0] = 1.0 - table.scores[fold0]
-    after = out_of_fold_choices(router, changed, features, grid)
+    after = out_of_fold_choices(router, changed, features, grid, FoldPlan(folds, router.config.calibration_folds))
 
     # Fold 0 is routed by parts fitted on the other folds only: its decisions are unchanged...
     np.testing.assert_array_equal(before[:, fold0], after[:, fold0])

@@ -29,6 +29,7 @@ import numpy as np
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.table import OutcomeTable
 from entrorouter.router.calibration import lambda_grid
+from entrorouter.router.capability import FoldPlan
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RoutingContext:
     cost_predictor: CostPredictor  # fitted on train
     cost_scale: float  # C: mean cost of the strongest model on train
     seed: int = 0
+    fold_plan: FoldPlan | None = None  # the benchmark's cross-fitting folds of these rows, to share fits
 
     def predicted_cost(self, texts: Sequence[str]) -> np.ndarray:
         """(n, K) predicted cost / C."""

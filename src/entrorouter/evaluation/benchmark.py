@@ -55,6 +55,7 @@ from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router.calibration import Calibration
+from entrorouter.router.capability import FoldPlan
 
 # The collapse story, in the paper's form: the policy starts from scratch (uniform) and
 # reads only the query embedding, so the Soft Anchor acts only through the KL term. Each
@@ -193,6 +194,8 @@ class Benchmark:
         self.models = train.models
         test = test.select_models(self.models)
         self.folds = stratified_folds(train, config.folds, config.seed)
+        # Shared by every fit of this run, so nets trained on the same folds are trained once.
+        self.fold_plan = FoldPlan(self.folds, config.folds)
 
         self.say(f"embedding queries with {config.encoder}")
         encoder = make_encoder(config.encoder).fit([str(q) for q in train.queries])
@@ -219,6 +222,7 @@ class Benchmark:
             cost_predictor=CostPredictor().fit([str(q) for q in table.queries], table.costs),
             cost_scale=float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0,
             seed=self.config.seed,
+            fold_plan=self.fold_plan.subset(rows),
         )
 
     def sweep(self, router: BenchmarkRouter, split: Split) -> Sweep:

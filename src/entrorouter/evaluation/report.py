@@ -23,19 +23,19 @@ def _ci(r: dict[str, Any], key: str) -> str:
 def headline_rows(routers: dict[str, dict[str, Any]], labels: dict[str, str], target: float) -> list[str]:
     """One row per router: the chosen point on test (cost reduction first), then curve metrics."""
     rows = [
-        "| router | cost reduction [95% CI] | retained [95% CI] | target met | accuracy | cost / query (US$) "
-        "| AIQ | APGR | gap to oracle | entropy | expert suppression |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| router | cost reduction [95% CI] | retained [95% CI] | target met | certified | accuracy "
+        "| cost / query (US$) | AIQ | APGR | gap to oracle | entropy | expert suppression |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in routers.items():
         ci = "ci" in r
         retained = f"{_pct(r['retained'])} {_ci(r, 'retained')}" if ci else _pct(r["retained"])
         reduction = f"{_pct(r['cost_reduction'])} {_ci(r, 'cost_reduction')}" if ci else _pct(r["cost_reduction"])
         label = f"**{labels.get(name, name)}**" if name == "entrorouter" else labels.get(name, name)
-        met = _met(r, target)
+        certified = {True: "yes", False: "**no**"}.get(r.get("calibration", {}).get("certified"), "—")
         rows.append(
-            f"| {label} | {reduction} | {retained} | {met} | {r['accuracy']:.3f} | {r['cost']:.3g} "
-            f"| {r['aiq']:.4f} | {r['apgr']:.3f} | {r['gap_to_oracle']:.3f} | {r['entropy']:.2f} "
+            f"| {label} | {reduction} | {retained} | {_met(r, target)} | {certified} | {r['accuracy']:.3f} "
+            f"| {r['cost']:.3g} | {r['aiq']:.4f} | {r['apgr']:.3f} | {r['gap_to_oracle']:.3f} | {r['entropy']:.2f} "
             f"| {_pct(r['expert_suppression'])} |"
         )
     return rows
@@ -125,7 +125,10 @@ def render_report(results: dict[str, Any], *, command: str, seconds: float) -> s
     entro = routers.get("entrorouter")
     if entro:
         baselines = {n: r for n, r in routers.items() if n not in ("entrorouter", "oracle", "random")}
-        best_name = max(baselines, key=lambda n: baselines[n]["cost_reduction"]) if baselines else None
+        # Cost reduction only counts at a point the rule certified (an uncertified router keeps its most
+        # accurate knob, which may still miss the target by far).
+        certified = {n: r for n, r in baselines.items() if r["calibration"]["certified"]}
+        best_name = max(certified, key=lambda n: certified[n]["cost_reduction"]) if certified else None
         cal = entro["calibration"]
         verdict = [
             "## Against the targets",
@@ -138,7 +141,7 @@ def render_report(results: dict[str, Any], *, command: str, seconds: float) -> s
         ]
         if best_name:
             verdict.append(
-                f"- Cost reduction at the target: EntroRouter {_pct(entro['cost_reduction'])}, best baseline "
+                f"- Cost reduction at the target: EntroRouter {_pct(entro['cost_reduction'])}, best certified baseline "
                 f"{best_name} {_pct(baselines[best_name]['cost_reduction'])}; AIQ {entro['aiq']:.4f} vs "
                 f"{max(baselines.values(), key=lambda r: r['aiq'])['aiq']:.4f} (the best baseline by AIQ)."
             )

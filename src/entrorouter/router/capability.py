@@ -17,6 +17,8 @@ outcome, exactly as at routing time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,12 +30,40 @@ def as_float_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
+@dataclass
+class FoldPlan:
+    """Cross-fitting folds shared by several fits on subsets of one table.
+
+    ``labels`` are the table-wide fold labels of the rows being fitted (a subset keeps its
+    rows' labels), so every fit cross-fits along the same folds. A success net trained on
+    "every row except folds E" is then the same net whichever fit asks for it: ``nets``
+    memoises it by E (and the estimator's settings), so the K + 1 fits of a cross-fitted
+    calibration train 1 + K + K(K−1)/2 nets per estimator instead of (K + 1)², and no net
+    ever sees an excluded fold's outcome.
+    """
+
+    labels: np.ndarray
+    n_folds: int
+    nets: dict[tuple[Any, ...], nn.Module] = field(default_factory=dict)
+
+    def subset(self, rows: np.ndarray) -> FoldPlan:
+        return FoldPlan(self.labels[rows], self.n_folds, self.nets)
+
+    @property
+    def excluded(self) -> frozenset[int]:
+        """Folds with no row here: no net of this fit may learn from them."""
+        return frozenset(range(self.n_folds)) - {int(f) for f in np.unique(self.labels)}
+
+
 class CapabilityEstimator(ABC):
     name: str
 
     @abstractmethod
-    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Learn from (n, d) features and (n, K) scores (NaN = missing); return out-of-fold (n, K)."""
+    def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
+        """Learn from (n, d) features and (n, K) scores (NaN = missing); return out-of-fold (n, K).
+
+        ``plan``: the folds to cross-fit along (and nets to reuse); None: the estimator's own.
+        """
 
     @abstractmethod
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -95,7 +125,8 @@ class KnnCapability(CapabilityEstimator):
         self.global_count: np.ndarray | None = None  # (K,)
         self._neighbours: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
+        # Leave-one-out needs no folds: every estimate already excludes its own outcome.
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
         self._neighbours = None
@@ -252,18 +283,26 @@ class MlpCapability(CapabilityEstimator):
             net, x, scores, epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay, seed=seed
         )
 
-    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        fold = rng.permutation(len(features)) % self.folds
+    def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
+        if plan is None:
+            rng = np.random.default_rng(self.seed)
+            plan = FoldPlan(rng.permutation(len(features)) % self.folds, self.folds)
         oof = np.empty(scores.shape, dtype=np.float32)
         fold_nets = []
-        for f in range(self.folds):
-            held = fold == f
-            fold_nets.append(self._train(features[~held], scores[~held], self.seed + 1 + f))
+        for fold in np.unique(plan.labels):
+            held = plan.labels == fold
+            fold_nets.append(self._net(plan, plan.excluded | {int(fold)}, features[~held], scores[~held]))
             oof[held] = self._apply(fold_nets[-1], features[held])
-        self.fit_final(features, scores)
-        self.nets += fold_nets
+        self.nets = [self._net(plan, plan.excluded, features, scores), *fold_nets]
         return oof
+
+    def _net(self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray) -> nn.Module:
+        """The net trained on every row of the table except ``excluded`` folds (memoised in ``plan``)."""
+        key = (type(self).__name__, self.hidden, self.dropout, self.epochs, self.lr, self.weight_decay, self.seed)
+        key += (tuple(sorted(excluded)),)
+        if key not in plan.nets:
+            plan.nets[key] = self._train(x, scores, self.seed + sum(1 << (f + 1) for f in excluded))
+        return plan.nets[key]
 
     def fit_final(self, features: np.ndarray, scores: np.ndarray) -> MlpCapability:
         """Train only the model on all rows (no out-of-fold estimates, no bagging)."""
@@ -304,8 +343,8 @@ class MeanCapability(CapabilityEstimator):
         self.parts = parts
         self.name = "+".join(parts)
 
-    def fit(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        return np.mean([p.fit(features, scores) for p in self.parts.values()], axis=0)
+    def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
+        return np.mean([p.fit(features, scores, plan) for p in self.parts.values()], axis=0)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return np.mean([p.predict(features) for p in self.parts.values()], axis=0)

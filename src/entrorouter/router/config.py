@@ -61,7 +61,8 @@ class TrainConfig:
     n_clusters: int = 16
     """k-means clusters of the training queries that give the kNN estimate its prior."""
     capability_folds: int = 5
-    """Cross-fitting folds: a training query's estimate never uses its own outcome."""
+    """Cross-fitting folds of the success predictors (a training query's estimate never uses
+    its own outcome) when there is no calibration; with one, its folds are used instead."""
     anchor_temperature: float = 0.1
     """T_A in π_A(k|q) ∝ exp((â − λ·ĉ)/T_A). Lower is sharper."""
 

@@ -31,7 +31,7 @@ from entrorouter.features.cache import EmbeddingCache, key_array, text_key
 from entrorouter.features.encoders import Encoder, encoder_from_state
 from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
-from entrorouter.router.capability import CapabilityEstimator, as_float_tensor, make_capability
+from entrorouter.router.capability import CapabilityEstimator, FoldPlan, as_float_tensor, make_capability
 from entrorouter.router.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class Router:
         features: np.ndarray | None = None,
         progress: bool = False,
         cache: EmbeddingCache | None = None,
+        fold_plan: FoldPlan | None = None,
     ) -> Router:
         """Train on every row of ``table`` (see :func:`entrorouter.training.fit.fit_router`).
 
@@ -133,7 +134,7 @@ class Router:
         """
         from entrorouter.training.fit import fit_router
 
-        return fit_router(self, table, features=features, progress=progress, cache=cache)
+        return fit_router(self, table, features=features, progress=progress, cache=cache, fold_plan=fold_plan)
 
     # ----------------------------------------------------------------- route
     @torch.no_grad()

@@ -31,7 +31,7 @@ from entrorouter.features.encoders import make_encoder
 from entrorouter.policy.mlp import policy_input_dim
 from entrorouter.router import Router
 from entrorouter.router.calibration import Calibration, lambda_grid
-from entrorouter.router.capability import as_float_tensor
+from entrorouter.router.capability import FoldPlan, as_float_tensor
 from entrorouter.router.model import capability_for, policy_for
 from entrorouter.training.trainer import RoutingData, Trainer
 
@@ -57,8 +57,14 @@ def fit_router(
     features: np.ndarray | None = None,
     progress: bool = False,
     cache: EmbeddingCache | None = None,
+    fold_plan: FoldPlan | None = None,
 ) -> Router:
-    """Train ``router`` on every row of ``table``; see the module doc."""
+    """Train ``router`` on every row of ``table``; see the module doc.
+
+    ``fold_plan``: cross-fitting folds of a caller that fits this table's subsets several
+    times (the benchmark), so capability nets are shared between those fits; by default
+    the calibration's own folds, or the estimators' own when there is no calibration.
+    """
     c = router.config
     check_trainable(table)
     router.cache = cache or router.cache or EmbeddingCache()
@@ -71,7 +77,9 @@ def fit_router(
         raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
 
     started = time.perf_counter()
-    fit_parts(router, table, features, progress=progress)
+    if c.calibration_folds and fold_plan is None:
+        fold_plan = FoldPlan(stratified_folds(table, c.calibration_folds, c.seed), c.calibration_folds)
+    fit_parts(router, table, features, fold_plan, progress=progress)
     router.trained_query_keys = frozenset(text_key(t) for t in texts)
     router.trained_on = {
         "table": table.name,
@@ -80,7 +88,7 @@ def fit_router(
         "cost_unit": "USD",
     }
     if c.calibration_folds:
-        router.calibration = cross_fit_calibration(router, table, features, progress=progress)
+        router.calibration = cross_fit_calibration(router, table, features, fold_plan, progress=progress)
     router.default_lam = c.lam if c.lam is not None else default_lam(router)
     router.trained_on["train_seconds"] = round(time.perf_counter() - started, 3)
     return router
@@ -98,12 +106,19 @@ def default_lam(router: Router) -> float:
     return float(calibration.lams[max(certified - 1, 0)])
 
 
-def fit_parts(router: Router, table: OutcomeTable, features: np.ndarray, *, progress: bool = False) -> None:
+def fit_parts(
+    router: Router,
+    table: OutcomeTable,
+    features: np.ndarray,
+    fold_plan: FoldPlan | None = None,
+    *,
+    progress: bool = False,
+) -> None:
     """Fit the cost predictor, the capability estimators and the policy of ``router`` (encoder already set).
 
     A validation share of the rows (``val_fraction``) is held out from the policy's
     training for early stopping; the capability estimators learn from every row, and their
-    out-of-fold estimates keep the validation rows honest.
+    out-of-fold estimates (along ``fold_plan``'s folds when given) keep those rows honest.
     """
     c = router.config
     rng = np.random.default_rng(c.seed)
@@ -117,7 +132,7 @@ def fit_parts(router: Router, table: OutcomeTable, features: np.ndarray, *, prog
     router.cost_scale = float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0
     router.cost_predictor = CostPredictor().fit(texts, table.costs)
     router.capability = capability_for(c)
-    oof = router.capability.fit(features, table.scores)
+    oof = router.capability.fit(features, table.scores, fold_plan)
     cost_pred = router.cost_predictor.predict(texts) / router.cost_scale
 
     def routing_data(rows: np.ndarray) -> RoutingData:
@@ -145,12 +160,12 @@ def fit_parts(router: Router, table: OutcomeTable, features: np.ndarray, *, prog
 
 
 def cross_fit_calibration(
-    router: Router, table: OutcomeTable, features: np.ndarray, *, progress: bool = False
+    router: Router, table: OutcomeTable, features: np.ndarray, fold_plan: FoldPlan, *, progress: bool = False
 ) -> Calibration:
     """Out-of-fold routing of every training query along the λ grid, pooled into a calibration curve."""
     c = router.config
     grid = lambda_grid(c.lam_min, c.lam_max, c.calibration_points)
-    answered = out_of_fold_choices(router, table, features, grid, progress=progress)
+    answered = out_of_fold_choices(router, table, features, grid, fold_plan, progress=progress)
     rows = np.arange(table.n_queries)
     strong = realize(table, single_model_rankings(table, table.model_index(table.strongest_model())))
     return Calibration.from_outcomes(
@@ -165,24 +180,28 @@ def cross_fit_calibration(
 
 
 def out_of_fold_choices(
-    router: Router, table: OutcomeTable, features: np.ndarray, grid: np.ndarray, *, progress: bool = False
+    router: Router,
+    table: OutcomeTable,
+    features: np.ndarray,
+    grid: np.ndarray,
+    fold_plan: FoldPlan,
+    *,
+    progress: bool = False,
 ) -> np.ndarray:
     """(G, n): the model that answers each training query at each λ, decided out of fold.
 
     The parts routing fold f are fitted on the other folds only (capability estimators,
     cost predictor and policy alike), so no query's own outcome reaches its decision.
     """
-    c = router.config
-    folds = stratified_folds(table, c.calibration_folds, c.seed)
     texts = [str(q) for q in table.queries]
     answered = np.empty((len(grid), table.n_queries), dtype=np.int64)
-    for fold in range(c.calibration_folds):
+    for fold in range(fold_plan.n_folds):
         if progress:
-            print(f"calibration: fitting fold {fold + 1}/{c.calibration_folds}", file=sys.stderr, flush=True)
-        held = folds == fold
-        fold_router = Router(c)
+            print(f"calibration: fitting fold {fold + 1}/{fold_plan.n_folds}", file=sys.stderr, flush=True)
+        held = fold_plan.labels == fold
+        fold_router = Router(router.config)
         fold_router.encoder = router.encoder
-        fit_parts(fold_router, table.subset(~held), features[~held])
+        fit_parts(fold_router, table.subset(~held), features[~held], fold_plan.subset(~held))
         held_table = table.subset(held)
         inputs = fold_router.inputs(features[held], [t for t, h in zip(texts, held, strict=True) if h])
         for g, lam in enumerate(grid):
