@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from entrorouter import __version__
 from entrorouter.errors import EntroRouterError
+from entrorouter.progress import plain_progress_lines
 
 # (module, doc) for each concern that adds sub-commands; order is the --help order.
 COMMAND_MODULES = (
@@ -73,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        plain_progress_lines()
         set_threads_from_env()
         return int(args.handler(args) or 0)
     except EntroRouterError as exc:

@@ -1,9 +1,11 @@
-"""`entrorouter data import | inspect | validate`."""
+"""`entrorouter data download | import | inspect | validate`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from entrorouter.errors import EntroRouterError
@@ -13,6 +15,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="import, inspect and validate outcome tables")
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
+
+    down = sub.add_parser(
+        "download",
+        help="fetch a public dataset from its pinned upstream source into the per-user data folder",
+    )
+    down.add_argument(
+        "name",
+        help="mmlu_pro, routerbench_subset, routellm_2model, or a larger variant (mmlu_pro_full, routerbench_full)",
+    )
+    down.add_argument(
+        "--out",
+        type=Path,
+        help="data folder to put it in (default: $ENTROROUTER_DATA_DIR, else ~/.local/share/entrorouter)",
+    )
+    down.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        help="import a copy already on disk (a folder laid out like the dataset) instead of downloading",
+    )
+    down.add_argument(
+        "--mirror",
+        help="base URL laid out as REPO/COMMIT/PATH (default: $ENTROROUTER_DATA_MIRROR, else GitHub raw files)",
+    )
+    down.set_defaults(handler=cmd_download)
 
     imp = sub.add_parser("import", help="turn a dataset or a table file into a Parquet outcome table")
     imp.add_argument(
@@ -33,6 +60,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val = sub.add_parser("validate", help="check a table file; exit 2 with the first problem")
     val.add_argument("table", type=Path)
     val.set_defaults(handler=cmd_validate)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import ALIASES, DATA_DIR_ENV, user_data_dir
+    from entrorouter.data.download import install, load_sources
+
+    sources = load_sources()
+    name = ALIASES.get(args.name, args.name)
+    if name not in sources:
+        raise EntroRouterError(f"no public dataset named {args.name!r} (known: {', '.join(sources)})")
+    root = args.out or Path(os.environ.get(DATA_DIR_ENV) or user_data_dir())
+    source = sources[name]
+    where = f"from {args.from_dir}" if args.from_dir else f"{source.repo}@{source.commit[:12]}"
+    print(f"{name}: {len(source.files)} files {where}", file=sys.stderr)
+    folder = install(source, root, from_dir=args.from_dir, mirror=args.mirror)
+    print(f"{name} is in {folder} (license: {source.license}); use it by name, e.g. entrorouter data inspect {name}")
+    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
