@@ -53,7 +53,7 @@ class Server:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 outer.ranges.append(self.headers.get("Range"))
                 prefix = f"/{REPO}/{COMMIT}/up/"
                 data = outer.files.get(self.path.removeprefix(prefix)) if self.path.startswith(prefix) else None
@@ -139,7 +139,8 @@ def test_git_blob_id_pins_a_file_without_sha256(server: Server, tmp_path: Path) 
     data = CONTENT["a.csv"]
     blob_id = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     files = {"a.csv": data}
-    install(source(files, **{"a.csv": {"sha256": None, "size": None, "git_sha1": blob_id}}), tmp_path, mirror=server.url)
+    pinned = source(files, **{"a.csv": {"sha256": None, "size": None, "git_sha1": blob_id}})
+    install(pinned, tmp_path, mirror=server.url)
     assert (tmp_path / "fixture" / "a.csv").read_bytes() == data
     with pytest.raises(DownloadError, match="git blob id mismatch"):
         install(source(files, **{"a.csv": {"sha256": None, "git_sha1": "f" * 40}}), tmp_path / "x", mirror=server.url)

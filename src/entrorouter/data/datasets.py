@@ -4,8 +4,8 @@ Each importer turns one dataset folder (see its ``PROVENANCE.md``) into an
 :class:`OutcomeTable` with the project's fixed ``train``/``test`` split:
 
 * ``mmlu_pro`` — 29 models x 12,032 MMLU-Pro questions. Cost from the price card
-  (the folder's ``price_card.json``, else ``price_cards/mmlu_pro.json``) and token estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot
-  CoT prefix is ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
+  (the folder's ``price_card.json``, else ``price_cards/mmlu_pro.json``) and token
+  estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot CoT prefix is ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
 * ``routerbench_subset`` — 11 models on ARC-Challenge, MBPP and Winogrande with RouterBench's
   real per-call US$ cost; RouterDC's own ``*_train.csv`` / ``*_test.csv`` split.
 * ``routellm_2model`` — Mixtral-8x7B vs GPT-4-1106 on MMLU and GSM8K (RouteLLM's eval
@@ -41,7 +41,10 @@ DATA_DIR_ENV = "ENTROROUTER_DATA_DIR"
 
 
 def user_data_dir() -> Path:
-    """Where ``entrorouter data download`` puts datasets: ``$XDG_DATA_HOME/entrorouter`` or ``~/.local/share/entrorouter``."""
+    """Where ``entrorouter data download`` puts datasets.
+
+    ``$XDG_DATA_HOME/entrorouter``, else ``~/.local/share/entrorouter``.
+    """
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base).expanduser() / "entrorouter"
 
@@ -128,7 +131,8 @@ def build_mmlu_pro(folder: Path) -> None:
                     "output_words": len(text.split()),
                 }
             )
-    for name, frame in zip(MMLU_PRO_FILES, (pd.DataFrame(list(questions.values())), pd.DataFrame(outcomes)), strict=True):
+    frames = (pd.DataFrame(list(questions.values())), pd.DataFrame(outcomes))
+    for name, frame in zip(MMLU_PRO_FILES, frames, strict=True):
         with atomic_path(folder / name) as tmp:
             frame.to_parquet(tmp, index=False)
 

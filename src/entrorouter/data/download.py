@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -141,12 +140,12 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
     if offset:
         request.add_header("Range", f"bytes={offset}-")
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (https or a chosen mirror)
+        return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             raise  # the .part file is already whole (or longer); the caller decides
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason} (the pinned source is not there)") from None
-    except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError, OSError) as exc:
+    except OSError as exc:  # URLError, refused or reset connections, timeouts
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
             f"cannot reach {url} ({reason}); check the network, or import a copy you have with --from DIR"
@@ -160,7 +159,7 @@ def _stream(response: BinaryIO, out: BinaryIO, bar: tqdm, url: str) -> int:
             out.write(chunk)
             bar.update(len(chunk))
             written += len(chunk)
-    except (TimeoutError, socket.timeout, ConnectionError, http.client.IncompleteRead, OSError) as exc:
+    except (OSError, http.client.IncompleteRead) as exc:
         raise DownloadError(
             f"{url}: transfer interrupted ({exc.__class__.__name__}); rerun the command to resume"
         ) from None
