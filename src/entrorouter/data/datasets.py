@@ -5,7 +5,8 @@ Each importer turns one dataset folder (see its ``PROVENANCE.md``) into an
 
 * ``mmlu_pro`` — 29 models x 12,032 MMLU-Pro questions. Cost from the price card
   (the folder's ``price_card.json``, else ``price_cards/mmlu_pro.json``) and token
-  estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot CoT prefix is ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
+  estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot CoT prefix is
+  ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
 * ``routerbench_subset`` — 11 models on ARC-Challenge, MBPP and Winogrande with RouterBench's
   real per-call US$ cost; RouterDC's own ``*_train.csv`` / ``*_test.csv`` split.
 * ``routellm_2model`` — Mixtral-8x7B vs GPT-4-1106 on MMLU and GSM8K (RouteLLM's eval
