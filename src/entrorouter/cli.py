@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        plain_progress_lines()
-        set_threads_from_env()
-        return int(args.handler(args) or 0)
+        with plain_progress_lines():
+            set_threads_from_env()
+            return int(args.handler(args) or 0)
     except EntroRouterError as exc:
         print(f"entrorouter: error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 PLAIN_INTERVAL_S = 20
@@ -41,9 +43,18 @@ class PlainLines(io.TextIOBase):
         return self.stream.fileno()
 
 
-def plain_progress_lines() -> None:
-    """When stderr is not a terminal, make progress bars occasional plain lines."""
+@contextmanager
+def plain_progress_lines() -> Iterator[None]:
+    """While it lasts, and when stderr is not a terminal, progress bars are occasional plain lines."""
     if sys.stderr.isatty() or isinstance(sys.stderr, PlainLines):
+        yield
         return
+    saved_stderr, saved_interval = sys.stderr, os.environ.get("TQDM_MININTERVAL")
     os.environ.setdefault("TQDM_MININTERVAL", str(PLAIN_INTERVAL_S))
-    sys.stderr = PlainLines(sys.stderr)
+    sys.stderr = PlainLines(saved_stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = saved_stderr
+        if saved_interval is None:
+            os.environ.pop("TQDM_MININTERVAL", None)
