@@ -10,6 +10,8 @@ from pathlib import Path
 
 from entrorouter.errors import EntroRouterError
 
+MAX_PROBLEMS = 50
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="import, inspect and validate outcome tables")
@@ -57,8 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ins.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
     ins.set_defaults(handler=cmd_inspect)
 
-    val = sub.add_parser("validate", help="check a table file; exit 2 with the first problem")
-    val.add_argument("table", type=Path)
+    val = sub.add_parser(
+        "validate", help="check a table file; list every problem (file, row, column) in row order, exit 2 if any"
+    )
+    val.add_argument("table", type=Path, help="the outcome table file (.parquet, .csv or .jsonl)")
+    val.add_argument(
+        "--max-problems",
+        type=int,
+        default=MAX_PROBLEMS,
+        help=f"list at most this many problems (default {MAX_PROBLEMS}); the total is always counted",
+    )
     val.set_defaults(handler=cmd_validate)
 
 
@@ -94,9 +104,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from entrorouter.data.io import read_table
+    from entrorouter.data.io import table_problems
 
-    table = read_table(args.table)
+    if args.max_problems < 1:
+        raise EntroRouterError(f"--max-problems: expected an integer >= 1, got {args.max_problems}")
+    table, problems = table_problems(args.table)
+    if problems:
+        for problem in problems[: args.max_problems]:
+            print(f"entrorouter: error: {problem}", file=sys.stderr)
+        shown = "" if len(problems) <= args.max_problems else f" (the first {args.max_problems} listed)"
+        print(f"{args.table}: {len(problems)} problem(s){shown}", file=sys.stderr)
+        return 2
+    assert table is not None
     splits = "" if table.splits is None else f", splits {sorted(set(table.splits) - {None})}"
     print(
         f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "
