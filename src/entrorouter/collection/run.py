@@ -26,7 +26,7 @@ from entrorouter.collection.output import TableReport, remove_stale_temporaries,
 from entrorouter.collection.progress import ProgressDisplay
 from entrorouter.collection.queries import Query, load_queries
 from entrorouter.collection.store import ProgressStore, store_path_for
-from entrorouter.data.io import table_format
+from entrorouter.data.io import check_output_location, table_format
 from entrorouter.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -96,13 +96,7 @@ def check_output(out: Path, *, force: bool) -> None:
     """Refuse, before any call, an output the table cannot be written to or must not replace."""
     if out.is_dir():
         raise ConfigError(f"--out {out}: is a directory; expected a table file path")
-    folder = out.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--out {out}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: cannot write in {folder} (permission denied)")
+    check_output_location(out, "--out")
     if out.exists() and not store_path_for(out).exists() and not force:
         raise ConfigError(
             f"--out {out}: a file this command did not write is there; pass --force to replace it, "

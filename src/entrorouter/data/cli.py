@@ -11,6 +11,10 @@ from pathlib import Path
 from entrorouter.errors import EntroRouterError
 
 MAX_PROBLEMS = 50
+DATA_DIR_HELP = (
+    "folder of the public datasets (default: $ENTROROUTER_DATA_DIR, else the per-user folder "
+    "`entrorouter data download` fills)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,14 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a dataset name (mmlu_pro, routerbench_subset, routellm_2model, demo) or a file",
     )
     imp.add_argument("--out", required=True, type=Path, help="output table (.parquet, .csv or .jsonl)")
-    imp.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    imp.add_argument("--data-dir", help=DATA_DIR_HELP)
     imp.set_defaults(handler=cmd_import)
 
     ins = sub.add_parser("inspect", help="per-model accuracy and cost, strongest, cheapest, oracle, random")
     ins.add_argument("table", help="an outcome table file or a dataset name")
     ins.add_argument("--split", help="only this split (e.g. train, test)")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ins.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    ins.add_argument("--data-dir", help=DATA_DIR_HELP)
     ins.set_defaults(handler=cmd_inspect)
 
     val = sub.add_parser(

@@ -373,6 +373,21 @@ def _parquet_meta(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ writing
+def check_output_location(path: Path, option: str) -> None:
+    """Fail now, before any work, when nothing can be written at ``path``.
+
+    The nearest existing folder above ``path`` must be a writable folder (a file there, or
+    no permission, would only fail after the work is done).
+    """
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {path}: cannot write in {folder} (permission denied)")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""

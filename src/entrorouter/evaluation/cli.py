@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
 
 
@@ -41,11 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="share of the strongest model's accuracy an operating point must keep on validation (default 0.983)",
     )
     bench.add_argument("--routers", help="comma-separated router names (default: all)")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--seed", type=int, default=0, help="random seed of every router and the validation split (default 0)"
+    )
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
-    bench.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    bench.add_argument("--data-dir", help=DATA_DIR_HELP)
     bench.set_defaults(handler=cmd_benchmark)
 
 
