@@ -180,6 +180,15 @@ def test_from_a_local_copy_then_found_by_name(data_dir: Path, tmp_path: Path) ->
     assert json.loads(inspect.stdout)["n_models"] == 11
 
 
+def test_from_a_copy_of_the_built_tables(data_dir: Path, tmp_path: Path) -> None:
+    # The shared copy of mmlu_pro holds the tables built from the upstream zips, not the zips.
+    result = run_cli("data", "download", "mmlu_pro", "--from", str(data_dir / "mmlu_pro"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    about = json.loads((tmp_path / "mmlu_pro" / COMPLETE_MARKER).read_text())
+    assert about["files"] == ["mmlu_pro_questions.parquet", "mmlu_pro_outcomes_long.parquet"]
+    assert about["commit"] == load_sources()["mmlu_pro"].commit
+
+
 def test_from_a_copy_that_differs_is_refused(data_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()

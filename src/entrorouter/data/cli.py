@@ -86,8 +86,8 @@ def cmd_download(args: argparse.Namespace) -> int:
         raise EntroRouterError(f"no public dataset named {args.name!r} (known: {', '.join(sources)})")
     root = args.out or Path(os.environ.get(DATA_DIR_ENV) or user_data_dir())
     source = sources[name]
-    where = f"from {args.from_dir}" if args.from_dir else f"{source.repo}@{source.commit[:12]}"
-    print(f"{name}: {len(source.files)} files {where}", file=sys.stderr)
+    how = f"importing {args.from_dir}" if args.from_dir else f"downloading {len(source.files)} files"
+    print(f"{name} (pinned to {source.repo}@{source.commit[:12]}): {how}", file=sys.stderr)
     folder = install(source, root, from_dir=args.from_dir, mirror=args.mirror)
     print(f"{name} is in {folder} (license: {source.license}); use it by name, e.g. entrorouter data inspect {name}")
     return 0

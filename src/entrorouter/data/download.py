@@ -23,7 +23,6 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -67,7 +66,8 @@ class DatasetSource:
     about: str
     files: tuple[SourceFile, ...]
     build: str | None = None
-    derived: dict[str, dict[str, str | int]] | None = None
+    # What ``build`` makes from the files, pinned too: a local copy may hold these instead.
+    derived: tuple[SourceFile, ...] = ()
 
     def url(self, file: SourceFile, mirror: str) -> str:
         return f"{mirror.rstrip('/')}/{self.repo}/{self.commit}/{file.path}"
@@ -85,7 +85,7 @@ def load_sources() -> dict[str, DatasetSource]:
             about=entry["about"],
             files=tuple(SourceFile(**f) for f in entry["files"]),
             build=entry.get("build"),
-            derived=entry.get("derived"),
+            derived=tuple(SourceFile(path=n, to=n, **pin) for n, pin in entry.get("derived", {}).items()),
         )
         for name, entry in raw.items()
         if not name.startswith("_")
@@ -93,41 +93,23 @@ def load_sources() -> dict[str, DatasetSource]:
 
 
 # ------------------------------------------------------------------ checksums
-class _Digest:
-    """SHA-256 and git-blob SHA-1 of a byte stream, whichever the pin asks for."""
-
-    def __init__(self, file: SourceFile, size: int) -> None:
-        self.file = file
-        self.sha256 = hashlib.sha256()
-        self.git_sha1 = hashlib.sha1(f"blob {size}\0".encode()) if file.sha256 is None else None
-
-    def update(self, chunk: bytes) -> None:
-        self.sha256.update(chunk)
-        if self.git_sha1 is not None:
-            self.git_sha1.update(chunk)
-
-    def problem(self) -> str | None:
-        """None when the content matches the pin, else what differs."""
-        if self.file.sha256 is not None:
-            got, want, kind = self.sha256.hexdigest(), self.file.sha256, "SHA-256"
-        else:
-            assert self.git_sha1 is not None
-            got, want, kind = self.git_sha1.hexdigest(), self.file.git_sha1, "git blob id"
-        return None if got == want else f"{kind} mismatch (expected {want}, got {got})"
-
-
-def _hash_file(path: Path, file: SourceFile) -> _Digest:
-    digest = _Digest(file, path.stat().st_size)
+def pin_problem(path: Path, file: SourceFile) -> str | None:
+    """None when the file's content matches its pin, else what differs."""
+    if file.sha256 is not None:
+        digest, want, kind = hashlib.sha256(), file.sha256, "SHA-256"
+    else:  # git's blob id: SHA-1 of "blob <size>\0" + content
+        digest, want, kind = hashlib.sha1(b"blob %d\0" % path.stat().st_size), file.git_sha1, "git blob id"
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
-    return digest
+    got = digest.hexdigest()
+    return None if got == want else f"{kind} mismatch (expected {want}, got {got})"
 
 
 def _matches(path: Path, file: SourceFile) -> bool:
     if not path.is_file() or (file.size is not None and path.stat().st_size != file.size):
         return False
-    return _hash_file(path, file).problem() is None
+    return pin_problem(path, file) is None
 
 
 # ------------------------------------------------------------------ transfers
@@ -193,7 +175,7 @@ def fetch_file(url: str, dest: Path, file: SourceFile, *, timeout: float = TIMEO
     size = part.stat().st_size
     if file.size is not None and size < file.size:
         raise DownloadError(f"{url}: transfer cut short ({size} of {file.size} bytes); rerun the command to resume")
-    problem = _hash_file(part, file).problem()
+    problem = pin_problem(part, file)
     if problem is not None:
         part.unlink()
         raise DownloadError(f"{url}: {problem}; the partial file was removed, rerun to fetch it again")
@@ -209,7 +191,7 @@ def copy_file(src: Path, dest: Path, file: SourceFile) -> None:
     part = _part(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, part)
-    problem = _hash_file(part, file).problem()
+    problem = pin_problem(part, file)
     if problem is not None:
         part.unlink()
         raise DownloadError(f"{src}: {problem}; this is not the pinned upstream file")
@@ -217,17 +199,15 @@ def copy_file(src: Path, dest: Path, file: SourceFile) -> None:
 
 
 # ------------------------------------------------------------------ datasets
-def _derived_files(source: DatasetSource) -> list[SourceFile]:
-    return [SourceFile(path=name, to=name, **pin) for name, pin in (source.derived or {}).items()]  # type: ignore[arg-type]
-
-
-def _local_files(source: DatasetSource, from_dir: Path) -> Iterator[tuple[SourceFile, Path]]:
-    """The files to import from ``from_dir``: the upstream files, else the pinned derived ones."""
-    upstream = [(f, from_dir / f.to) for f in source.files]
-    derived = [(f, from_dir / f.to) for f in _derived_files(source)]
-    if derived and not all(path.is_file() for _, path in upstream) and all(path.is_file() for _, path in derived):
-        return iter(derived)
-    return iter(upstream)
+def _local_files(source: DatasetSource, from_dir: Path) -> tuple[SourceFile, ...]:
+    """What to import from ``from_dir``: the upstream files, or else the pinned derived ones."""
+    if (
+        source.derived
+        and not all((from_dir / f.to).is_file() for f in source.files)
+        and all((from_dir / f.to).is_file() for f in source.derived)
+    ):
+        return source.derived
+    return source.files
 
 
 def install(
@@ -248,18 +228,15 @@ def install(
     if from_dir is not None:
         if not from_dir.is_dir():
             raise DownloadError(f"--from {from_dir}: no such folder")
-        imported = list(_local_files(source, from_dir))
-        for file, path in tqdm(imported, desc=f"importing {source.name}", unit="file", leave=False):
-            copy_file(path, folder / file.to, file)
-        built_from_upstream = all(file in source.files for file, _ in imported)
+        installed = _local_files(source, from_dir)
+        for file in tqdm(installed, desc=f"importing {source.name}", unit="file", leave=False):
+            copy_file(from_dir / file.to, folder / file.to, file)
     else:
+        installed = source.files
         base = mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
-        for i, file in enumerate(source.files, 1):
-            fetch_file(
-                source.url(file, base), folder / file.to, file, timeout=timeout, label=f"[{i}/{len(source.files)}]"
-            )
-        built_from_upstream = True
-    if source.build is not None and built_from_upstream:
+        for i, file in enumerate(installed, 1):
+            fetch_file(source.url(file, base), folder / file.to, file, timeout=timeout, label=f"[{i}/{len(installed)}]")
+    if source.build is not None and installed is source.files:
         from entrorouter.data.datasets import BUILDERS
 
         print(f"building the {source.name} tables from {len(source.files)} files", file=sys.stderr)
@@ -270,7 +247,7 @@ def install(
         "commit": source.commit,
         "license": source.license,
         "about": source.about,
-        "files": [f.to for f in source.files],
+        "files": [f.to for f in installed],
     }
     write_text_atomic(folder / COMPLETE_MARKER, json.dumps(about, indent=1) + "\n")
     return folder
