@@ -31,13 +31,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from entrorouter.backends import (
-    BackendConfig,
-    RetryPolicy,
-    load_yaml,
-    number_field,
-    parse_backends,
-)
+from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, number_field, parse_backends
 from entrorouter.errors import ConfigError
 
 DEFAULT_CONCURRENCY = 64

@@ -95,13 +95,9 @@ class NothingToWrite(Exception):
     """No query has any outcome; the output is left as it was."""
 
 
-def stale_temporaries(out: Path) -> list[Path]:
-    """Temporary files :func:`~entrorouter.data.io.atomic_path` leaves when killed mid-write."""
-    return sorted(out.parent.glob(f".{out.name}.*.tmp"))
-
-
 def remove_stale_temporaries(out: Path) -> None:
-    for path in stale_temporaries(out):
+    """Delete the temporary files :func:`~entrorouter.data.io.atomic_path` leaves when killed mid-write."""
+    for path in out.parent.glob(f".{out.name}.*.tmp"):
         path.unlink(missing_ok=True)
 
 

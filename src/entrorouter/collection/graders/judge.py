@@ -8,13 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from entrorouter.backends import (
-    BackendConfig,
-    BackendError,
-    RetryPolicy,
-    parse_backends,
-    post_chat_completion,
-)
+from entrorouter.backends import BackendConfig, BackendError, RetryPolicy, parse_backends, post_chat_completion
 from entrorouter.collection.graders.base import Grader, GradingError
 from entrorouter.errors import ConfigError
 
