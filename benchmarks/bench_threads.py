@@ -1,11 +1,11 @@
 """Embedding throughput by torch thread count, and what the default picks (issue 11 §3).
 
     ENTROROUTER_DATA_DIR=../shared/data nice -n 10 .venv/bin/python benchmarks/bench_threads.py \
-        [--queries 100] [--rounds 3] [--out benchmarks/results/threads.md]
+        [--queries 64] [--rounds 3] [--out benchmarks/results/threads.md]
 
 On a 2-core machine shared with other work, two threads per process were measured ~30x
 slower than one (oversubscribed cores: each thread waits for the other at every op). This
-measures MiniLM embedding of the first N MMLU-Pro test questions (cold, no cache) with 1
+measures MiniLM embedding of the first N MMLU-Pro test questions (no cache; the model is loaded once) with 1
 thread and with every core, alternating the two ``--rounds`` times so both see the same
 load, and records the 1-minute load average before and after, the medians, their ratio,
 and the count :func:`entrorouter.threads.default_threads` chooses for that load. Run it
@@ -23,14 +23,12 @@ from pathlib import Path
 import torch
 
 from entrorouter.data.datasets import load_source
-from entrorouter.features.encoders import make_encoder
+from entrorouter.features.encoders import Encoder, make_encoder
 from entrorouter.threads import default_threads
 
 
-def embed_rate(texts: list[str], threads: int) -> float:
+def embed_rate(encoder: Encoder, texts: list[str], threads: int) -> float:
     torch.set_num_threads(threads)
-    encoder = make_encoder("minilm")
-    encoder.encode(texts[:8])  # load the model, warm up
     started = time.perf_counter()
     encoder.encode(texts)
     return len(texts) / (time.perf_counter() - started)
@@ -38,7 +36,7 @@ def embed_rate(texts: list[str], threads: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/threads.md"))
     args = parser.parse_args()
@@ -47,17 +45,19 @@ def main() -> int:
     cores = os.cpu_count() or 1
     load_start = os.getloadavg()[0]
     chosen = default_threads(cores, load_start)
+    encoder = make_encoder("minilm")
+    encoder.encode(texts[:8])  # load the model once, warm up
     rates: dict[int, list[float]] = {1: [], cores: []}
     for _ in range(args.rounds):
         for threads in rates:
-            rates[threads].append(embed_rate(texts, threads))
+            rates[threads].append(embed_rate(encoder, texts, threads))
     load_end = os.getloadavg()[0]
     one, every = statistics.median(rates[1]), statistics.median(rates[cores])
     lines = [
         f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cores} cores, "
         f"load average {load_start:.1f} -> {load_end:.1f}",
         "",
-        f"MiniLM (`minilm`), {len(texts)} MMLU-Pro test questions, cold; median of {args.rounds} alternating rounds.",
+        f"MiniLM (`minilm`), {len(texts)} MMLU-Pro test questions, no cache (model loaded once); median of {args.rounds} alternating rounds.",
         "",
         "| threads | queries/s (median) | rounds |",
         "|---|---|---|",

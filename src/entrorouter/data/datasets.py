@@ -104,22 +104,24 @@ def build_mmlu_pro(folder: Path) -> None:
                 rows = json.loads(archive.read(archive.namelist()[0]))
         except (zipfile.BadZipFile, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"expected a zip holding one JSON list ({exc})", file=path) from None
-        for row in rows:
+        if not isinstance(rows, list):
+            raise DataError("expected a zip holding one JSON list", file=path)
+        for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 continue
-            qid = str(row["question_id"])
-            questions.setdefault(
-                qid,
-                {
-                    "question_id": qid,
+            try:
+                qid = str(row["question_id"])
+                question = {
                     "question": row["question"],
                     "options": json.dumps(row["options"]),
                     "answer": row["answer"],
                     "answer_index": str(row["answer_index"]),
                     "category": row["category"],
                     "src": row["src"],
-                },
-            )
+                }
+            except KeyError as exc:
+                raise DataError(f"element {i}: missing field {exc.args[0]!r}", file=path) from None
+            questions.setdefault(qid, {"question_id": qid, **question})
             text = row.get("generated_text", row.get("model_outputs")) or ""
             pred = row.get("pred")
             outcomes.append(
