@@ -2,16 +2,16 @@
 
 On a terminal, tqdm redraws its bar in place. Into a log file or a CI console the same
 redraws become one endless line of carriage returns (~1,200 of them for a quickstart), so
-when stderr is not a terminal :func:`plain_progress_lines` makes each redraw a line of its
-own and asks tqdm (through its ``TQDM_MININTERVAL`` setting) for one every
-:data:`PLAIN_INTERVAL_S` seconds: a long phase still says what it is doing, rarely.
+when stderr is not a terminal :func:`plain_progress_lines` turns redraws into plain lines:
+the first of each bar, then at most one every :data:`PLAIN_INTERVAL_S` seconds. A long
+phase still says what it is doing, rarely.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -20,17 +20,29 @@ PLAIN_INTERVAL_S = 20
 
 
 class PlainLines(io.TextIOBase):
-    """A text stream that turns carriage-return redraws into plain lines and drops blank ones."""
+    """A text stream that turns carriage-return redraws into occasional plain lines.
+
+    A redraw is written when it starts a new bar (its label, the text before the first
+    ``:``, changed) or :data:`PLAIN_INTERVAL_S` after the last one written; blank redraws
+    (a bar erasing itself) are dropped. Text without a carriage return passes unchanged.
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self._label: str | None = None
+        self._written_at = 0.0
 
     def write(self, text: str) -> int:
-        if "\r" in text:
-            lines = (line.rstrip() for line in text.replace("\r", "\n").split("\n"))
-            self.stream.write("".join(f"{line}\n" for line in lines if line))
-        else:
+        if "\r" not in text:
             self.stream.write(text)
+            return len(text)
+        now = time.monotonic()
+        for line in text.replace("\r", "\n").split("\n"):
+            line = line.rstrip()
+            label = line.split(":", 1)[0]
+            if line and (label != self._label or now - self._written_at >= PLAIN_INTERVAL_S):
+                self.stream.write(line + "\n")
+                self._label, self._written_at = label, now
         return len(text)
 
     def flush(self) -> None:
@@ -49,12 +61,9 @@ def plain_progress_lines() -> Iterator[None]:
     if sys.stderr.isatty() or isinstance(sys.stderr, PlainLines):
         yield
         return
-    saved_stderr, saved_interval = sys.stderr, os.environ.get("TQDM_MININTERVAL")
-    os.environ.setdefault("TQDM_MININTERVAL", str(PLAIN_INTERVAL_S))
-    sys.stderr = PlainLines(saved_stderr)
+    saved = sys.stderr
+    sys.stderr = PlainLines(saved)
     try:
         yield
     finally:
-        sys.stderr = saved_stderr
-        if saved_interval is None:
-            os.environ.pop("TQDM_MININTERVAL", None)
+        sys.stderr = saved

@@ -269,8 +269,8 @@ def _train_test(table: OutcomeTable) -> tuple[OutcomeTable, OutcomeTable]:
 
 
 HEADLINE_LEGEND = (
-    "retained = accuracy / the strongest model's accuracy; cost reduction = 1 - cost / the strongest "
-    "model's cost; oracle = the cheapest correct model per query (a bound, not a router)"
+    "retained = accuracy / strongest model's accuracy; cost reduction = 1 - cost / strongest model's cost; "
+    "oracle = cheapest correct model per query (a bound)"
 )
 
 
@@ -298,6 +298,6 @@ def _print_headline(result: dict[str, Any], *, title: str) -> None:
     # Pipes and CI logs get a wide console, so rows are never wrapped mid-name.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(view)
-    console.print(HEADLINE_LEGEND, highlight=False)
+    console.print(HEADLINE_LEGEND, highlight=False, soft_wrap=True)
     usage = sorted(result["usage"].items(), key=lambda kv: -kv[1])
     console.print("usage: " + ", ".join(f"{m} {u:.0%}" for m, u in usage if u >= 0.005))
