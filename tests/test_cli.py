@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,7 +97,12 @@ def test_data_commands(demo_file: Path, tmp_path: Path) -> None:
 def test_bad_table_gives_one_line_and_no_output(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("query_id,query,model,score,cost\nq,t,a,2,1\n")
-    assert_user_error(run("data", "validate", str(bad)), "bad.csv", "row 1", "'score'", "[0, 1]")
+    validated = run("data", "validate", str(bad))
+    assert validated.returncode == 2 and "Traceback" not in validated.stderr
+    assert validated.stderr.splitlines() == [
+        f"entrorouter: error: {bad}, row 1, column 'score': expected a score in [0, 1], got 2",
+        f"{bad}: 1 problem(s)",
+    ]
     out = tmp_path / "out.parquet"
     assert_user_error(run("data", "import", str(bad), "--out", str(out)), "row 1")
     assert not out.exists()
@@ -134,6 +141,58 @@ def test_quickstart_on_the_demo_pool(tmp_path: Path) -> None:
     for row in ("EntroRouter", "strongest: frontier-api", "cheapest: tiny-3b", "random", "oracle"):
         assert row in result.stdout
     assert (tmp_path / "qs" / "config.json").exists()
+    assert re.search(
+        r"target: keep 98\.3% of the strongest model's accuracy .* keeps \d+\.\d%: (met|NOT met)", result.stdout
+    )
+    # The printed hint works as printed.
+    hint = result.stdout.split("try: ")[1].strip()
+    routed = subprocess.run(hint, shell=True, capture_output=True, text=True, timeout=300)
+    assert routed.returncode == 0 and routed.stdout.startswith("model: "), routed.stderr
+    # A folder that already holds a router is not replaced without --force.
+    again = run("quickstart", "--out", str(tmp_path / "qs"), "--encoder", "hashed-tfidf")
+    assert_user_error(again, "already holds files", "--force")
+    assert "training" not in again.stdout
+
+
+def test_quickstart_keeps_one_folder_per_dataset() -> None:
+    from entrorouter.training.cli import quickstart_out
+
+    def out(data: str | None) -> Path:
+        return quickstart_out(argparse.Namespace(out=None, data=data, force=False))
+
+    assert out(None) == Path("runs/quickstart")
+    assert out("routerbench") == Path("runs/quickstart-routerbench_subset")
+    assert out("tables/mine.parquet") == Path("runs/quickstart-mine")
+
+
+def test_arguments_are_checked_before_training_is_announced(demo_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    for extra, fragment in (
+        (["--encoder", "nope"], "unknown encoder 'nope'"),
+        (["--encoder", f"st:{tmp_path / 'absent'}"], "no such folder"),
+    ):
+        result = run("train", "--data", str(demo_file), "--out", str(tmp_path / "r"), *extra)
+        assert_user_error(result, fragment)
+        assert "training on" not in result.stdout
+    result = run("train", "--data", str(demo_file), "--out", str(tmp_path / "file" / "r"))
+    assert_user_error(result, "is a file, not a folder")
+    assert "training on" not in result.stdout
+
+
+def test_every_argument_has_help_text() -> None:
+    from entrorouter.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{path} {name}")
+            elif not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return missing
+
+    assert walk(build_parser(), "entrorouter") == []
 
 
 def test_target_retention_from_the_command_line(tiny_router: Path, demo_file: Path, tmp_path: Path) -> None:

@@ -155,8 +155,13 @@ def parse_backends(raw: Any, source: str) -> list[BackendConfig]:
         if price is not None:
             if not isinstance(price, dict):
                 raise ConfigError(f"{where}.price: expected {{input: <US$/1M>, output: <US$/1M>}}")
-            in_price = number_field(price, "input", f"{where}.price", -1.0)
-            out_price = number_field(price, "output", f"{where}.price", -1.0)
+            missing = [key for key in ("input", "output") if key not in price]
+            if missing:
+                raise ConfigError(
+                    f"{where}.price.{missing[0]}: missing; expected {{input: <US$/1M>, output: <US$/1M>}}"
+                )
+            in_price = number_field(price, "input", f"{where}.price", 0.0)
+            out_price = number_field(price, "output", f"{where}.price", 0.0)
         headers = entry.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ConfigError(f"{where}.headers: expected a mapping of header -> string")
@@ -176,6 +181,12 @@ def parse_backends(raw: Any, source: str) -> list[BackendConfig]:
             )
         )
     return backends
+
+
+def require_api_key(backend: BackendConfig, where: str) -> None:
+    """Fail now, naming the config entry ``where``, when the backend's ``api_key_env`` is not set."""
+    if backend.api_key_env and not os.environ.get(backend.api_key_env):
+        raise ConfigError(f"{where}.api_key_env: environment variable {backend.api_key_env} is not set")
 
 
 # ------------------------------------------------------------------ retries

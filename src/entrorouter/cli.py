@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
 from entrorouter import __version__
 from entrorouter.errors import EntroRouterError
+from entrorouter.progress import plain_progress_lines
+from entrorouter.threads import apply_threads
 
 # (module, doc) for each concern that adds sub-commands; order is the --help order.
 COMMAND_MODULES = (
@@ -53,28 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def set_threads_from_env() -> None:
-    """Apply ``ENTROROUTER_THREADS`` (torch intra-op threads) before any work.
-
-    On a busy machine one thread per process is often several times faster than two
-    (oversubscribed cores); on an idle one, two help the encoder. See benchmarks/results.
-    """
-    value = os.environ.get("ENTROROUTER_THREADS")
-    if not value:
-        return
-    if not value.isdigit() or int(value) < 1:
-        raise EntroRouterError(f"ENTROROUTER_THREADS must be a positive integer, got {value!r}")
-    import torch
-
-    torch.set_num_threads(int(value))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        set_threads_from_env()
-        return int(args.handler(args) or 0)
+        with plain_progress_lines():
+            apply_threads()
+            return int(args.handler(args) or 0)
     except EntroRouterError as exc:
         print(f"entrorouter: error: {exc}", file=sys.stderr)
         return 2

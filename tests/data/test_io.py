@@ -95,7 +95,7 @@ BAD_CSV = {
         "expected a cost >= 0 (US$), got -2",
     ),
     "cost_missing_for_score": (HEADER + "q,t,a,1,\n", "row 1", "cost", "empty cell"),
-    "duplicate_pair": (HEADER + "q,t,a,1,1\nq,t,b,0,1\nq,t,a,0,1\n", "row 1", None, "also row 3"),
+    "duplicate_pair": (HEADER + "q,t,a,1,1\nq,t,b,0,1\nq,t,a,0,1\n", "row 3", None, "first in row 1"),
     "query_without_outcomes": (
         HEADER + "q,t,a,1,1\nr,u,a,,\n",
         "row 2",
@@ -106,7 +106,7 @@ BAD_CSV = {
         HEADER + "q,t,a,1,1\nq,other,b,1,1\n",
         "row 2",
         "query",
-        "different query",
+        "different text",
     ),
     "empty_query_id": (HEADER + ",t,a,1,1\n", "row 1", "query_id", "non-empty"),
     "header_only": (HEADER, None, None, "no data rows"),

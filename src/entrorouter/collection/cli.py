@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--grader",
         help="grader of the queries that name none (e.g. exact, numeric, choice, f1, code, judge)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a file at --out that an earlier collect of this table did not write",
+    )
     parser.set_defaults(handler=cmd_collect)
 
 
@@ -48,7 +53,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     console = Console(stderr=True, soft_wrap=True)  # soft wrap: messages stay one line in logs
     try:
         result = collect(
-            args.queries, args.config, args.out, concurrency=args.concurrency, grader=args.grader, console=console
+            args.queries,
+            args.config,
+            args.out,
+            concurrency=args.concurrency,
+            grader=args.grader,
+            console=console,
+            force=args.force,
         )
     except CollectInterrupted as exc:
         print(f"entrorouter: {exc}", file=sys.stderr)
@@ -82,12 +93,13 @@ def print_summary(result: CollectResult, console: Console) -> None:
         highlight=False,
     )
     report = result.table
-    if report.left_out:
-        shown = ", ".join(report.left_out[:5]) + (", ..." if len(report.left_out) > 5 else "")
-        console.print(
-            f"[yellow]{len(report.left_out)} queries left out of the table: no model answered them ({shown})[/]",
-            highlight=False,
-        )
+    for left_out, why in (
+        (report.left_out, "no model answered them"),
+        (report.ungraded, "answered, but no answer could be graded (see the store's errors; rerun to grade again)"),
+    ):
+        if left_out:
+            shown = ", ".join(left_out[:5]) + (", ..." if len(left_out) > 5 else "")
+            console.print(f"[yellow]{len(left_out)} queries left out of the table: {why} ({shown})[/]", highlight=False)
     if report.path is None:
         console.print("[red]no query has an outcome; no table written[/]")
         return

@@ -25,10 +25,11 @@ from entrorouter.backends import (
     post_chat_completion,
 )
 from entrorouter.collection.graders import Grader, GradingError
-from entrorouter.collection.queries import Query, message_text
+from entrorouter.collection.queries import Query
 from entrorouter.collection.store import ERROR, GRADED, UNGRADED, Outcome, ProgressStore
 from entrorouter.data.cost import CHARS_PER_TOKEN
 from entrorouter.errors import ConfigError
+from entrorouter.messages import message_text
 
 if TYPE_CHECKING:
     import ssl

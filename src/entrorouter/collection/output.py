@@ -4,18 +4,24 @@ The table is the long layout that :func:`entrorouter.data.io.read_table` reads
 (``query_id, query, model, score, cost`` and ``task`` when the queries have one) plus
 ``grader, latency_s, prompt_tokens, completion_tokens, usage_estimated, attempts, error,
 response``. A failed pair is a row with an empty score and its error: a missing outcome,
-never a wrong answer. A query that no model answered is left out (a table cannot hold a
-query without outcomes) and listed in the report.
+never a wrong answer. A query without any score is left out (a table cannot hold a query
+without outcomes) and listed in the report, apart by why: no model answered, or answers
+came but none could be graded.
+
+Cost is priced here, from each pair's stored token counts and the pool's current price
+card, so a price changed in pool.yaml applies to every row and the table never mixes
+prices.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from entrorouter.backends import BackendConfig
 from entrorouter.collection.queries import Query
 from entrorouter.collection.store import ERROR, GRADED, Outcome, ProgressStore
 from entrorouter.data.io import atomic_path, table_format
@@ -78,6 +84,7 @@ class TableReport:
     n_rows: int = 0
     models: dict[str, ModelSummary] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # queries no model answered
+    ungraded: list[str] = field(default_factory=list)  # queries answered, but no answer graded
 
     @property
     def errors(self) -> int:
@@ -88,23 +95,29 @@ class NothingToWrite(Exception):
     """No query has any outcome; the output is left as it was."""
 
 
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files :func:`~entrorouter.data.io.atomic_path` leaves when killed mid-write."""
+    for path in out.parent.glob(f".{out.name}.*.tmp"):
+        path.unlink(missing_ok=True)
+
+
 def write_outcome_table(
     store: ProgressStore,
     queries: Sequence[Query],
-    models: Sequence[str],
+    backends: Sequence[BackendConfig],
     out: str | Path,
     meta: dict[str, Any] | None = None,
 ) -> TableReport:
-    """Write ``queries`` x ``models`` from ``store`` to ``out`` (Parquet, CSV or JSONL)."""
+    """Write ``queries`` x ``backends`` from ``store`` to ``out`` (Parquet, CSV or JSONL)."""
     out = Path(out)
     fmt = table_format(out)
     with_task = any(q.task is not None for q in queries)
-    report = TableReport(path=out, models={m: ModelSummary(m) for m in models})
+    report = TableReport(path=out, models={b.name: ModelSummary(b.name) for b in backends})
     try:
         with atomic_path(out) as tmp:
             sink = _Sink(fmt, tmp, with_task, meta or {})
             try:
-                for batch in _batches(_rows(store, queries, models, report, with_task)):
+                for batch in _batches(_rows(store, queries, backends, report, with_task)):
                     sink.write(batch)
                     report.n_rows += len(batch["query_id"])
             finally:
@@ -117,25 +130,39 @@ def write_outcome_table(
 
 
 def _rows(
-    store: ProgressStore, queries: Sequence[Query], models: Sequence[str], report: TableReport, with_task: bool
+    store: ProgressStore,
+    queries: Sequence[Query],
+    backends: Sequence[BackendConfig],
+    report: TableReport,
+    with_task: bool,
 ) -> Iterator[dict[str, Any]]:
     """Table rows, one query at a time (the store yields them grouped by query)."""
+    by_name = {b.name: b for b in backends}
     group: list[Outcome] = []
     position = -1
-    for pos, outcome in store.ordered([q.id for q in queries], models):
+    for pos, outcome in store.ordered([q.id for q in queries], list(by_name)):
         if pos != position and group:
             yield from _query_rows(queries[position], group, report, with_task)
             group = []
         position = pos
+        outcome = replace(outcome, cost=_priced(outcome, by_name[outcome.model]))
         group.append(outcome)
         report.models[outcome.model].add(outcome)
     if group:
         yield from _query_rows(queries[position], group, report, with_task)
 
 
+def _priced(outcome: Outcome, backend: BackendConfig) -> float | None:
+    """The pair's cost at the backend's current price (None for a failed call)."""
+    if outcome.status == ERROR or outcome.prompt_tokens is None or outcome.completion_tokens is None:
+        return None
+    return backend.cost(outcome.prompt_tokens, outcome.completion_tokens)
+
+
 def _query_rows(query: Query, group: list[Outcome], report: TableReport, with_task: bool) -> Iterator[dict[str, Any]]:
     if all(o.score is None for o in group):
-        report.left_out.append(query.id)
+        answered = any(o.status != ERROR for o in group)
+        (report.ungraded if answered else report.left_out).append(query.id)
         return
     report.n_queries += 1
     for o in group:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import pandas as pd
 from entrorouter.collection.graders import InvalidQuery, grader_class, grader_names
 from entrorouter.data.io import read_frame, row_label, text_column
 from entrorouter.errors import DataError
+from entrorouter.messages import message_text
 
 OPTIONAL_COLUMNS = ("prompt", "messages", "reference", "grader", "choices", "tests", "task")
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -212,13 +213,3 @@ def _message(item: Any, j: int, fail: Fail) -> dict[str, Any]:
     if isinstance(item.get("name"), str):
         message["name"] = item["name"]
     return message
-
-
-def message_text(message: dict[str, Any]) -> str:
-    """A message's text: its string content, or its text parts joined."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""

@@ -1,12 +1,20 @@
-"""`entrorouter data import | inspect | validate`."""
+"""`entrorouter data download | import | inspect | validate`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 
 from entrorouter.errors import EntroRouterError
+
+MAX_PROBLEMS = 50
+DATA_DIR_HELP = (
+    "folder of the public datasets (default: $ENTROROUTER_DATA_DIR, else the per-user folder "
+    "`entrorouter data download` fills)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,25 +22,75 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 
+    down = sub.add_parser(
+        "download",
+        help="fetch a public dataset from its pinned upstream source into the per-user data folder",
+    )
+    down.add_argument(
+        "name",
+        help="mmlu_pro, routerbench_subset, routellm_2model, or a larger variant (mmlu_pro_full, routerbench_full)",
+    )
+    down.add_argument(
+        "--out",
+        type=Path,
+        help="data folder to put it in (default: $ENTROROUTER_DATA_DIR, else ~/.local/share/entrorouter)",
+    )
+    down.add_argument(
+        "--from",
+        dest="from_dir",
+        type=Path,
+        help="import a copy already on disk (a folder laid out like the dataset) instead of downloading",
+    )
+    down.add_argument(
+        "--mirror",
+        help="base URL laid out as REPO/COMMIT/PATH (default: $ENTROROUTER_DATA_MIRROR, else GitHub raw files)",
+    )
+    down.set_defaults(handler=cmd_download)
+
     imp = sub.add_parser("import", help="turn a dataset or a table file into a Parquet outcome table")
     imp.add_argument(
         "source",
         help="a dataset name (mmlu_pro, routerbench_subset, routellm_2model, demo) or a file",
     )
     imp.add_argument("--out", required=True, type=Path, help="output table (.parquet, .csv or .jsonl)")
-    imp.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    imp.add_argument("--data-dir", help=DATA_DIR_HELP)
     imp.set_defaults(handler=cmd_import)
 
     ins = sub.add_parser("inspect", help="per-model accuracy and cost, strongest, cheapest, oracle, random")
     ins.add_argument("table", help="an outcome table file or a dataset name")
     ins.add_argument("--split", help="only this split (e.g. train, test)")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ins.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    ins.add_argument("--data-dir", help=DATA_DIR_HELP)
     ins.set_defaults(handler=cmd_inspect)
 
-    val = sub.add_parser("validate", help="check a table file; exit 2 with the first problem")
-    val.add_argument("table", type=Path)
+    val = sub.add_parser(
+        "validate", help="check a table file; list every problem (file, row, column) in row order, exit 2 if any"
+    )
+    val.add_argument("table", type=Path, help="the outcome table file (.parquet, .csv or .jsonl)")
+    val.add_argument(
+        "--max-problems",
+        type=int,
+        default=MAX_PROBLEMS,
+        help=f"list at most this many problems (default {MAX_PROBLEMS}); the total is always counted",
+    )
     val.set_defaults(handler=cmd_validate)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from entrorouter.data.datasets import ALIASES, DATA_DIR_ENV, user_data_dir
+    from entrorouter.data.download import install, load_sources
+
+    sources = load_sources()
+    name = ALIASES.get(args.name, args.name)
+    if name not in sources:
+        raise EntroRouterError(f"no public dataset named {args.name!r} (known: {', '.join(sources)})")
+    root = args.out or Path(os.environ.get(DATA_DIR_ENV) or user_data_dir())
+    source = sources[name]
+    how = f"importing {args.from_dir}" if args.from_dir else f"downloading {len(source.files)} files"
+    print(f"{name} (pinned to {source.repo}@{source.commit[:12]}): {how}", file=sys.stderr)
+    folder = install(source, root, from_dir=args.from_dir, mirror=args.mirror)
+    print(f"{name} is in {folder} (license: {source.license}); use it by name, e.g. entrorouter data inspect {name}")
+    return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -50,9 +108,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from entrorouter.data.io import read_table
+    from entrorouter.data.io import table_problems
 
-    table = read_table(args.table)
+    if args.max_problems < 1:
+        raise EntroRouterError(f"--max-problems: expected an integer >= 1, got {args.max_problems}")
+    table, problems = table_problems(args.table)
+    if problems:
+        for problem in problems[: args.max_problems]:
+            print(f"entrorouter: error: {problem}", file=sys.stderr)
+        shown = "" if len(problems) <= args.max_problems else f" (the first {args.max_problems} listed)"
+        print(f"{args.table}: {len(problems)} problem(s){shown}", file=sys.stderr)
+        return 2
+    assert table is not None
     splits = "" if table.splits is None else f", splits {sorted(set(table.splits) - {None})}"
     print(
         f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "

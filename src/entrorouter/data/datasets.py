@@ -3,16 +3,21 @@
 Each importer turns one dataset folder (see its ``PROVENANCE.md``) into an
 :class:`OutcomeTable` with the project's fixed ``train``/``test`` split:
 
-* ``mmlu_pro`` — 29 models x 12,032 MMLU-Pro questions. Cost from the dataset's price
-  card and token estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot
-  CoT prefix is ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
+* ``mmlu_pro`` — 29 models x 12,032 MMLU-Pro questions. Cost from the price card
+  (the folder's ``price_card.json``, else ``price_cards/mmlu_pro.json``) and token
+  estimates: ``in_tok = 1500 + len(question + options) / 4`` (the 5-shot CoT prefix is
+  ~1500 tokens), ``out_tok = output_chars / 4``. Test: ``question_id % 5 == 0``.
 * ``routerbench_subset`` — 11 models on ARC-Challenge, MBPP and Winogrande with RouterBench's
   real per-call US$ cost; RouterDC's own ``*_train.csv`` / ``*_test.csv`` split.
 * ``routellm_2model`` — Mixtral-8x7B vs GPT-4-1106 on MMLU and GSM8K (RouteLLM's eval
   responses) priced with ``price_cards/routellm_2model.json``. Test: row index ``% 5 == 0``.
 
-The folder holding these datasets comes from ``--data-dir`` or the environment variable
-``ENTROROUTER_DATA_DIR``; nothing from it is ever copied into the project.
+``mmlu_pro_full`` and ``routerbench_full`` are the larger variants of the first two (all
+5-shot MMLU-Pro models that have a price; all six RouterBench tasks RouterDC carries).
+
+The folder holding these datasets comes from ``--data-dir``, the environment variable
+``ENTROROUTER_DATA_DIR``, else the per-user folder ``entrorouter data download`` fills, so a
+dataset is found by name with no setting; nothing from it is ever copied into the project.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,24 +34,42 @@ import numpy as np
 import pandas as pd
 
 from entrorouter.data.cost import PriceCard, bundled_price_card, estimate_tokens
-from entrorouter.data.io import read_table
+from entrorouter.data.io import atomic_path, read_table
 from entrorouter.data.table import OutcomeTable
 from entrorouter.errors import DataError, EntroRouterError
 
 DATA_DIR_ENV = "ENTROROUTER_DATA_DIR"
 
 
+def user_data_dir() -> Path:
+    """Where ``entrorouter data download`` puts datasets.
+
+    ``$XDG_DATA_HOME/entrorouter``, else ``~/.local/share/entrorouter``.
+    """
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base).expanduser() / "entrorouter"
+
+
 def data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding the public datasets (``--data-dir`` or ``$ENTROROUTER_DATA_DIR``)."""
+    """The folder holding the public datasets: ``--data-dir``, ``$ENTROROUTER_DATA_DIR``, else the per-user folder."""
     value = explicit or os.environ.get(DATA_DIR_ENV)
     if not value:
-        raise EntroRouterError(
-            f"the dataset folder is not set: pass --data-dir or set {DATA_DIR_ENV} (e.g. to ../shared/data)"
-        )
+        return user_data_dir()
     path = Path(value).expanduser()
     if not path.is_dir():
         raise EntroRouterError(f"dataset folder {path} does not exist (from --data-dir or {DATA_DIR_ENV})")
     return path
+
+
+def dataset_folder(root: Path, name: str) -> Path:
+    """``root/name``, or a one-line error that says how to get the dataset."""
+    folder = root / name
+    if not folder.is_dir():
+        raise EntroRouterError(
+            f"dataset {name!r} is not in {root}: run `entrorouter data download {name}` "
+            f"(or point --data-dir / {DATA_DIR_ENV} at a folder that holds it)"
+        )
+    return folder
 
 
 def _require(path: Path) -> Path:
@@ -54,15 +79,83 @@ def _require(path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ MMLU-Pro
-def import_mmlu_pro(root: Path) -> OutcomeTable:
-    folder = root / "mmlu_pro"
-    questions = pd.read_parquet(_require(folder / "mmlu_pro_questions.parquet"))
-    outcomes = pd.read_parquet(_require(folder / "mmlu_pro_outcomes_long.parquet"))
-    card = PriceCard.load(_require(folder / "price_card.json"))
+MMLU_PRO_FILES = ("mmlu_pro_questions.parquet", "mmlu_pro_outcomes_long.parquet")
+
+
+def build_mmlu_pro(folder: Path) -> None:
+    """Derive the two MMLU-Pro tables from the upstream ``raw_zips/model_outputs_<MODEL>_5shots.zip``.
+
+    Each zip holds one JSON list with an element per question (non-objects are skipped:
+    DeepSeek-Coder-V2's holds 43 stray strings). Questions keep their first-seen order over
+    the zips sorted by name; ``correct = int(pred == answer)``, an unextracted ``pred``
+    (null) counts as wrong; ``output_chars/words`` measure the generated text. This
+    reproduces the shared copies' files exactly.
+    """
+    questions: dict[str, dict[str, str]] = {}
+    outcomes: list[dict[str, object]] = []
+    zips = sorted((folder / "raw_zips").glob("model_outputs_*.zip"))
+    if not zips:
+        raise DataError("no model_outputs_*.zip files", file=folder / "raw_zips")
+    for path in zips:
+        model = path.name.removeprefix("model_outputs_").removesuffix(".zip").removesuffix(".json")
+        model = model.removesuffix("_5shots").removesuffix("_5-shots")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                rows = json.loads(archive.read(archive.namelist()[0]))
+        except (zipfile.BadZipFile, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"expected a zip holding one JSON list ({exc})", file=path) from None
+        if not isinstance(rows, list):
+            raise DataError("expected a zip holding one JSON list", file=path)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                continue
+            try:
+                qid = str(row["question_id"])
+                question = {
+                    "question": row["question"],
+                    "options": json.dumps(row["options"]),
+                    "answer": row["answer"],
+                    "answer_index": str(row["answer_index"]),
+                    "category": row["category"],
+                    "src": row["src"],
+                }
+            except KeyError as exc:
+                raise DataError(f"element {i}: missing field {exc.args[0]!r}", file=path) from None
+            questions.setdefault(qid, {"question_id": qid, **question})
+            text = row.get("generated_text", row.get("model_outputs")) or ""
+            pred = row.get("pred")
+            outcomes.append(
+                {
+                    "question_id": qid,
+                    "model": model,
+                    "pred": pred,
+                    "correct": int(pred is not None and pred == row["answer"]),
+                    "output_chars": len(text),
+                    "output_words": len(text.split()),
+                }
+            )
+    frames = (pd.DataFrame(list(questions.values())), pd.DataFrame(outcomes))
+    for name, frame in zip(MMLU_PRO_FILES, frames, strict=True):
+        with atomic_path(folder / name) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+
+def import_mmlu_pro(root: Path, name: str = "mmlu_pro") -> OutcomeTable:
+    folder = dataset_folder(root, name)
+    questions = pd.read_parquet(_require(folder / MMLU_PRO_FILES[0]))
+    outcomes = pd.read_parquet(_require(folder / MMLU_PRO_FILES[1]))
+    own_card = folder / "price_card.json"
+    card = PriceCard.load(own_card) if own_card.exists() else bundled_price_card("mmlu_pro")
 
     questions = questions.assign(question_id=questions["question_id"].astype(str)).reset_index(drop=True)
     outcomes = outcomes.assign(question_id=outcomes["question_id"].astype(str))
     models = sorted(outcomes["model"].unique())
+    if name != "mmlu_pro":  # a larger variant holds models the bundled card does not price
+        unpriced = [m for m in models if m not in card.prices]
+        if unpriced:
+            print(f"warning: {name}: no price for {', '.join(unpriced)}; left out", file=sys.stderr)
+        models = [m for m in models if m in card.prices]
+        outcomes = outcomes[outcomes["model"].isin(models)]
     card.require(models)
 
     q_index = pd.Index(questions["question_id"])
@@ -97,7 +190,7 @@ def import_mmlu_pro(root: Path) -> OutcomeTable:
         costs=costs,
         tasks=questions["category"].to_numpy(),
         splits=split,
-        name="mmlu_pro",
+        name=name,
         meta={"cost": "price card x token estimate", "price_card": card.about},
     )
 
@@ -113,6 +206,7 @@ def _mmlu_pro_text(question: str, options: str) -> str:
 
 # ------------------------------------------------------------ RouterBench subset
 ROUTERBENCH_TASKS = ("arc_challenge", "mbpp", "winograde")
+ROUTERBENCH_FULL_TASKS = ("arc_challenge", "gsm8k", "hellaswag", "mbpp", "mmlu", "winograde")
 _ROUTERBENCH_META = {"Unnamed: 0", "sample_id", "prompt", "eval_name", "oracle_model_to_route_to"}
 
 
@@ -133,11 +227,13 @@ def routerbench_question(prompt_repr: str) -> str:
     return blocks[-1].strip() if blocks else str(text).strip()
 
 
-def import_routerbench_subset(root: Path) -> OutcomeTable:
-    folder = root / "routerbench_subset"
+def import_routerbench_subset(
+    root: Path, name: str = "routerbench_subset", tasks: tuple[str, ...] = ROUTERBENCH_TASKS
+) -> OutcomeTable:
+    folder = dataset_folder(root, name)
     frames = [
         pd.read_csv(_require(folder / f"{task}_{split}.csv")).assign(split=split)
-        for task in ROUTERBENCH_TASKS
+        for task in tasks
         for split in ("train", "test")
     ]
     merged = pd.concat(frames, ignore_index=True)
@@ -156,7 +252,7 @@ def import_routerbench_subset(root: Path) -> OutcomeTable:
         costs=np.where(np.isnan(scores), np.nan, costs)[keep],
         tasks=merged["eval_name"][keep],
         splits=merged["split"][keep],
-        name="routerbench_subset",
+        name=name,
         meta={"cost": "RouterBench per-call US$ (<model>|total_cost)"},
     )
 
@@ -168,7 +264,7 @@ MMLU_ANSWER_TOKENS = 1.0
 
 
 def import_routellm_2model(root: Path) -> OutcomeTable:
-    folder = root / "routellm_2model"
+    folder = dataset_folder(root, "routellm_2model")
     card = bundled_price_card("routellm_2model")
     card.require(ROUTELLM_MODELS)
     parts = []
@@ -236,7 +332,12 @@ DATASETS: dict[str, Callable[[Path], OutcomeTable]] = {
     "mmlu_pro": import_mmlu_pro,
     "routerbench_subset": import_routerbench_subset,
     "routellm_2model": import_routellm_2model,
+    # The larger variants `entrorouter data download` can fetch (see sources.json).
+    "mmlu_pro_full": lambda root: import_mmlu_pro(root, "mmlu_pro_full"),
+    "routerbench_full": lambda root: import_routerbench_subset(root, "routerbench_full", ROUTERBENCH_FULL_TASKS),
 }
+# Steps that turn a downloaded dataset's upstream files into what its importer reads.
+BUILDERS: dict[str, Callable[[Path], None]] = {"mmlu_pro": build_mmlu_pro}
 ALIASES = {
     "mmlu-pro": "mmlu_pro",
     "routerbench": "routerbench_subset",

@@ -10,7 +10,8 @@ Wide layout (one row per query)::
 
 An empty score cell is a missing outcome (see :mod:`entrorouter.data.table`). Every
 problem is reported as a :class:`~entrorouter.errors.DataError` naming the file, the
-data row (1-based, header excluded) and the column. Writes are atomic.
+data row (1-based, header excluded) and the column: reading stops at the first, while
+:func:`table_problems` (``entrorouter data validate``) collects them all. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -46,6 +47,30 @@ def table_format(path: Path) -> str:
 
 def row_label(i: int) -> str:
     return f"row {i + 1}"
+
+
+class Problems:
+    """Where the table checks put what they find: raised at once, or collected for a report.
+
+    Collected problems keep their data row, so a report can list them in row order.
+    """
+
+    def __init__(self, collect: bool = False) -> None:
+        self.collect = collect
+        self.found: list[tuple[int, DataError]] = []
+
+    def add(self, message: str, *, file: Path, row: int, column: str | None = None) -> None:
+        """A problem in data row ``row`` (0-based) of ``file``."""
+        error = DataError(message, file=file, row=row_label(row), column=column)
+        if not self.collect:
+            raise error
+        self.found.append((row, error))
+
+    def in_row_order(self) -> list[DataError]:
+        return [error for _, error in sorted(self.found, key=lambda found: found[0])]
+
+
+_RAISE = Problems()
 
 
 # ------------------------------------------------------------------ reading
@@ -106,46 +131,49 @@ def _is_blank(value: Any) -> bool:
 
 
 def numeric_column(
-    frame: pd.DataFrame, column: str, path: Path, *, expected: str, allow_bool: bool = False
+    frame: pd.DataFrame,
+    column: str,
+    path: Path,
+    *,
+    expected: str,
+    allow_bool: bool = False,
+    problems: Problems = _RAISE,
 ) -> np.ndarray:
-    """Column as float64; blank cells become NaN, anything else non-numeric is an error."""
+    """Column as float64; blank cells become NaN, anything else non-numeric is a problem (left NaN)."""
     values = frame[column].to_numpy(dtype=object)
     out = np.full(len(values), np.nan)
     for i, value in enumerate(values):
         if _is_blank(value):
             continue
-        if isinstance(value, bool | np.bool_):
-            if not allow_bool:
-                raise DataError(
-                    f"expected {expected}, got {value!r}",
-                    file=path,
-                    row=row_label(i),
-                    column=column,
-                )
-            out[i] = float(value)
+        number = _number(value, allow_bool)
+        if number is None or not np.isfinite(number):
+            problems.add(f"expected {expected}, got {value!r}", file=path, row=i, column=column)
             continue
-        if isinstance(value, str):
-            text = value.strip().lower()
-            if allow_bool and text in _TRUE | _FALSE:
-                out[i] = 1.0 if text in _TRUE else 0.0
-                continue
-        try:
-            out[i] = float(value)
-        except (TypeError, ValueError):
-            raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column) from None
-        if not np.isfinite(out[i]):
-            raise DataError(f"expected {expected}, got {value!r}", file=path, row=row_label(i), column=column)
+        out[i] = number
     return out
 
 
-def text_column(frame: pd.DataFrame, column: str, path: Path, *, required: bool) -> np.ndarray:
-    """Column as an object array of str; blanks are errors when ``required``."""
+def _number(value: Any, allow_bool: bool) -> float | None:
+    if isinstance(value, bool | np.bool_):
+        return float(value) if allow_bool else None
+    if isinstance(value, str) and allow_bool and value.strip().lower() in _TRUE | _FALSE:
+        return 1.0 if value.strip().lower() in _TRUE else 0.0
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def text_column(
+    frame: pd.DataFrame, column: str, path: Path, *, required: bool, problems: Problems = _RAISE
+) -> np.ndarray:
+    """Column as an object array of str; blanks are problems when ``required``."""
     values = frame[column].to_numpy(dtype=object)
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
         if _is_blank(value):
             if required:
-                raise DataError("expected a non-empty value", file=path, row=row_label(i), column=column)
+                problems.add("expected a non-empty value", file=path, row=i, column=column)
             out[i] = None
         else:
             out[i] = str(value)
@@ -163,39 +191,58 @@ def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, l
 
 def read_table(path: str | os.PathLike[str], *, name: str | None = None) -> OutcomeTable:
     """Read an outcome table in the long or wide layout; the layout is detected."""
-    path = Path(path)
+    table = _read_table(Path(path), name, _RAISE)
+    assert table is not None
+    return table
+
+
+def table_problems(path: str | os.PathLike[str]) -> tuple[OutcomeTable | None, list[DataError]]:
+    """Every problem of a table file, in row order, and the table when there is none.
+
+    A file that cannot be read at all, or lacks a required column, is one problem.
+    """
+    problems = Problems(collect=True)
+    try:
+        table = _read_table(Path(path), None, problems)
+    except DataError as exc:
+        return None, [exc]
+    return (None, problems.in_row_order()) if problems.found else (table, [])
+
+
+def _read_table(path: Path, name: str | None, problems: Problems) -> OutcomeTable | None:
     frame = read_frame(path)
     table_name = name or path.stem
     is_wide = any(c.startswith("score:") for c in frame.columns) and "model" not in frame.columns
     if is_wide:
-        table = _table_from_wide(frame, path, table_name)
+        table = _table_from_wide(frame, path, table_name, problems)
     else:
         require_columns(frame, LONG_COLUMNS, path, "long layout (one row per outcome)")
-        table = _table_from_long(frame, path, table_name)
-    if table_format(path) == "parquet":
+        table = _table_from_long(frame, path, table_name, problems)
+    if table is not None and table_format(path) == "parquet":
         table.meta.update(_parquet_meta(path))
     return table
 
 
-def _table_from_long(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable:
-    query_ids = text_column(frame, "query_id", path, required=True)
-    queries = text_column(frame, "query", path, required=True)
-    models = text_column(frame, "model", path, required=True)
-    scores = numeric_column(frame, "score", path, expected="a score in [0, 1]", allow_bool=True)
-    costs = numeric_column(frame, "cost", path, expected="a cost >= 0 (US$)")
-    _check_ranges(scores, costs, path, score_col="score", cost_col="cost")
+def _table_from_long(frame: pd.DataFrame, path: Path, name: str, problems: Problems) -> OutcomeTable | None:
+    query_ids = text_column(frame, "query_id", path, required=True, problems=problems)
+    queries = text_column(frame, "query", path, required=True, problems=problems)
+    models = text_column(frame, "model", path, required=True, problems=problems)
+    scores = numeric_column(frame, "score", path, expected="a score in [0, 1]", allow_bool=True, problems=problems)
+    costs = numeric_column(frame, "cost", path, expected="a cost >= 0 (US$)", problems=problems)
+    _check_ranges(scores, costs, path, problems, score_col="score", cost_col="cost")
+    if problems.found:
+        return None  # blank ids or models: the per-query checks below would only repeat them
 
     q_codes, q_uniques = pd.factorize(pd.Series(query_ids), sort=False)
     m_codes, m_uniques = pd.factorize(pd.Series(models), sort=False)
     pair = q_codes.astype(np.int64) * len(m_uniques) + m_codes
-    dup = pd.Series(pair).duplicated(keep=False).to_numpy()
-    if dup.any():
-        rows = np.flatnonzero(pair == pair[np.flatnonzero(dup)[0]])
-        raise DataError(
-            f"duplicate outcome for query {query_ids[rows[0]]!r} and model {models[rows[0]]!r} "
-            f"(also {row_label(int(rows[1]))}); each (query_id, model) pair may appear once",
+    first_of_pair = pd.Series(np.arange(len(pair))).groupby(pair).transform("first").to_numpy()
+    for i in np.flatnonzero(pd.Series(pair).duplicated(keep="first").to_numpy()):
+        problems.add(
+            f"duplicate outcome for query {query_ids[i]!r} and model {models[i]!r} "
+            f"(first in {row_label(int(first_of_pair[i]))}); each (query_id, model) pair may appear once",
             file=path,
-            row=row_label(int(rows[0])),
+            row=int(i),
         )
     n, k = len(q_uniques), len(m_uniques)
     score_mat = np.full((n, k), np.nan)
@@ -207,10 +254,12 @@ def _table_from_long(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable
     per_query = {"query": queries}
     for column in ("task", "split"):
         if column in frame.columns:
-            per_query[column] = text_column(frame, column, path, required=False)
+            per_query[column] = text_column(frame, column, path, required=False, problems=problems)
     for column, values in per_query.items():
-        _check_constant_per_query(values, q_codes, first_row, path, column)
-    _check_every_query_observed(score_mat, q_uniques.to_numpy(), first_row, path)
+        _check_constant_per_query(values, q_codes, first_row, path, column, problems)
+    _check_every_query_observed(score_mat, q_uniques.to_numpy(), first_row, path, problems)
+    if problems.found:
+        return None
     return OutcomeTable.from_arrays(
         query_ids=q_uniques.to_numpy(),
         queries=queries[first_row],
@@ -223,7 +272,7 @@ def _table_from_long(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable
     )
 
 
-def _table_from_wide(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable:
+def _table_from_wide(frame: pd.DataFrame, path: Path, name: str, problems: Problems) -> OutcomeTable | None:
     require_columns(frame, ("query_id", "query"), path, "wide layout (one row per query)")
     models = [c.removeprefix("score:") for c in frame.columns if c.startswith("score:")]
     for model in models:
@@ -232,28 +281,35 @@ def _table_from_wide(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable
                 f"missing column 'cost:{model}'; each 'score:<model>' needs a 'cost:<model>'",
                 file=path,
             )
-    query_ids = text_column(frame, "query_id", path, required=True)
-    dup = pd.Series(query_ids).duplicated(keep="first").to_numpy()
-    if dup.any():
-        i = int(np.flatnonzero(dup)[0])
-        raise DataError(
-            f"duplicate query_id {query_ids[i]!r}; in the wide layout each query has one row",
-            file=path,
-            row=row_label(i),
-            column="query_id",
-        )
+    query_ids = text_column(frame, "query_id", path, required=True, problems=problems)
+    queries = text_column(frame, "query", path, required=True, problems=problems)
+    for i in np.flatnonzero(pd.Series(query_ids).duplicated(keep="first").to_numpy()):
+        if query_ids[i] is not None:
+            problems.add(
+                f"duplicate query_id {query_ids[i]!r}; in the wide layout each query has one row",
+                file=path,
+                row=int(i),
+                column="query_id",
+            )
     scores = np.column_stack(
-        [numeric_column(frame, f"score:{m}", path, expected="a score in [0, 1]", allow_bool=True) for m in models]
+        [
+            numeric_column(frame, f"score:{m}", path, expected="a score in [0, 1]", allow_bool=True, problems=problems)
+            for m in models
+        ]
     )
-    costs = np.column_stack([numeric_column(frame, f"cost:{m}", path, expected="a cost >= 0 (US$)") for m in models])
+    costs = np.column_stack(
+        [numeric_column(frame, f"cost:{m}", path, expected="a cost >= 0 (US$)", problems=problems) for m in models]
+    )
     for j, model in enumerate(models):
-        _check_ranges(scores[:, j], costs[:, j], path, score_col=f"score:{model}", cost_col=f"cost:{model}")
+        _check_ranges(scores[:, j], costs[:, j], path, problems, score_col=f"score:{model}", cost_col=f"cost:{model}")
     rows = np.arange(len(frame))
-    _check_every_query_observed(scores, query_ids, rows, path)
+    _check_every_query_observed(scores, query_ids, rows, path, problems)
     optional = {c: text_column(frame, c, path, required=False) for c in ("task", "split") if c in frame.columns}
+    if problems.found:
+        return None
     return OutcomeTable.from_arrays(
         query_ids=query_ids,
-        queries=text_column(frame, "query", path, required=True),
+        queries=queries,
         models=models,
         scores=scores,
         costs=np.where(np.isnan(scores), np.nan, costs),
@@ -263,58 +319,47 @@ def _table_from_wide(frame: pd.DataFrame, path: Path, name: str) -> OutcomeTable
     )
 
 
-def _check_ranges(scores: np.ndarray, costs: np.ndarray, path: Path, *, score_col: str, cost_col: str) -> None:
-    bad = np.flatnonzero((scores < 0) | (scores > 1))
-    if bad.size:
-        raise DataError(
-            f"expected a score in [0, 1], got {scores[bad[0]]:g}",
-            file=path,
-            row=row_label(int(bad[0])),
-            column=score_col,
-        )
-    bad = np.flatnonzero(costs < 0)
-    if bad.size:
-        raise DataError(
-            f"expected a cost >= 0 (US$), got {costs[bad[0]]:g}",
-            file=path,
-            row=row_label(int(bad[0])),
-            column=cost_col,
-        )
-    bad = np.flatnonzero(~np.isnan(scores) & np.isnan(costs))
-    if bad.size:
-        raise DataError(
+def _check_ranges(
+    scores: np.ndarray, costs: np.ndarray, path: Path, problems: Problems, *, score_col: str, cost_col: str
+) -> None:
+    for i in np.flatnonzero((scores < 0) | (scores > 1)):
+        problems.add(f"expected a score in [0, 1], got {scores[i]:g}", file=path, row=int(i), column=score_col)
+    for i in np.flatnonzero(costs < 0):
+        problems.add(f"expected a cost >= 0 (US$), got {costs[i]:g}", file=path, row=int(i), column=cost_col)
+    for i in np.flatnonzero(~np.isnan(scores) & np.isnan(costs)):
+        problems.add(
             "expected a cost >= 0 (US$) for an outcome that has a score, got an empty cell",
             file=path,
-            row=row_label(int(bad[0])),
+            row=int(i),
             column=cost_col,
         )
 
 
 def _check_constant_per_query(
-    values: np.ndarray, q_codes: np.ndarray, first_row: np.ndarray, path: Path, column: str
+    values: np.ndarray, q_codes: np.ndarray, first_row: np.ndarray, path: Path, column: str, problems: Problems
 ) -> None:
     reference = values[first_row][q_codes]
     differs = np.flatnonzero(np.array([a != b for a, b in zip(values, reference, strict=True)], dtype=bool))
-    if differs.size:
-        i = int(differs[0])
-        raise DataError(
-            f"this query already has a different {column} in {row_label(int(first_row[q_codes[i]]))}; "
-            f"a query's {column} must be the same on all its rows",
+    what = "text" if column == "query" else column
+    for i in differs:
+        problems.add(
+            f"this query_id has a different {what} in {row_label(int(first_row[q_codes[i]]))}; "
+            f"every row of one query_id must have the same {what}",
             file=path,
-            row=row_label(i),
+            row=int(i),
             column=column,
         )
 
 
-def _check_every_query_observed(scores: np.ndarray, query_ids: np.ndarray, first_row: np.ndarray, path: Path) -> None:
-    empty = np.flatnonzero(np.isnan(scores).all(axis=1))
-    if empty.size:
-        q = int(empty[0])
-        raise DataError(
+def _check_every_query_observed(
+    scores: np.ndarray, query_ids: np.ndarray, first_row: np.ndarray, path: Path, problems: Problems
+) -> None:
+    for q in np.flatnonzero(np.isnan(scores).all(axis=1)):
+        problems.add(
             f"query {query_ids[q]!r} has no outcomes (every score is empty); "
             "give it at least one score or leave it out",
             file=path,
-            row=row_label(int(first_row[q])),
+            row=int(first_row[q]),
             column="score",
         )
 
@@ -328,6 +373,21 @@ def _parquet_meta(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ writing
+def check_output_location(path: Path, option: str) -> None:
+    """Fail now, before any work, when nothing can be written at ``path``.
+
+    The nearest existing folder above ``path`` must be a writable folder (a file there, or
+    no permission, would only fail after the work is done).
+    """
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{option} {path}: cannot write in {folder} (permission denied)")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""

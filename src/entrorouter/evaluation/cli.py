@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
 
 
@@ -62,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
-    bench.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    bench.add_argument("--data-dir", help=DATA_DIR_HELP)
     bench.set_defaults(handler=cmd_benchmark)
 
 
@@ -126,6 +125,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str, command: str) -> dict:
+    import numpy as np
     from tqdm.auto import tqdm
 
     from entrorouter.data.io import write_text_atomic

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from entrorouter.errors import EntroRouterError
+from entrorouter.messages import message_text
 from entrorouter.serving.config import ROUTER_MODEL
 
 
@@ -143,8 +144,8 @@ def _check_messages(messages: Any) -> None:
 def routing_text(messages: list[dict[str, Any]], max_chars: int) -> str:
     """The text the router sees: the newest user message with text, cut to ``max_chars``.
 
-    A message's text is its string content, or the ``text`` of its text parts joined by
-    newlines (images, audio and files are ignored). When no user message has text, the
+    A message's text is :func:`entrorouter.messages.message_text` (what ``collect`` puts in
+    the training table). When no user message has text, the
     newest message of any role with text is used; otherwise the system prompt and the
     rest of the conversation are not routed on. The head of a long text is kept because
     the router was trained on whole queries and its encoder reads their beginning.
@@ -154,14 +155,4 @@ def routing_text(messages: list[dict[str, Any]], max_chars: int) -> str:
         text = message_text(message)
         if text.strip():
             return text[:max_chars]
-    return ""
-
-
-def message_text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if p.get("type", "text") == "text"]
-        return "\n".join(p for p in parts if isinstance(p, str))
     return ""

@@ -78,6 +78,8 @@ from typing import Any
 
 import httpx
 
+from entrorouter.messages import message_text
+
 AnswerFn = Callable[[str, str], str]
 
 CONTROL_PREFIX = "/_fake"
@@ -106,23 +108,11 @@ def token_count(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _message_text(message: Any) -> str:
-    """The text of one chat message (string content or a list of text parts)."""
-    if not isinstance(message, dict):
-        return ""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 def prompt_of(messages: list[Any]) -> str:
     """The text of the last user message (what the fake models answer)."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            return _message_text(message)
+            return message_text(message)
     return ""
 
 
@@ -309,7 +299,7 @@ async def _respond(state: FakeState, model: str, prompt: str, body: dict[str, An
         await _send_error(send, behaviour.status, f"fake failure {behaviour.status}", kind, behaviour.retry_after)
         return
     content = state.answer(model, prompt)
-    prompt_tokens = sum(token_count(_message_text(m)) for m in body["messages"])
+    prompt_tokens = sum(token_count(message_text(m)) for m in body["messages"])
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": token_count(content),

@@ -9,13 +9,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
 
 if TYPE_CHECKING:
+    from entrorouter import Router
     from entrorouter.data.table import OutcomeTable
-    from entrorouter.router import Router
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,10 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="outcome table (CSV/JSONL/Parquet, long or wide) or dataset name",
     )
     train.add_argument("--out", required=True, type=Path, help="router directory to write")
-    train.add_argument("--lam", type=float, help="default trade-off λ (default: chosen on validation)")
+    train.add_argument(
+        "--lam", type=float, help="default trade-off λ (default: the cheapest λ certified for the target retention)"
+    )
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
-    train.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
+    _encoder_argument(train)
     _split_argument(train, "train")
     _data_dir_argument(train)
     train.set_defaults(handler=cmd_train)
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     route = subparsers.add_parser("route", help="route one query")
     route.add_argument("--router", required=True, type=Path, help="router directory")
-    route.add_argument("query", help="the query text")
+    route.add_argument("query", help="the query text (quote it)")
     _knob_arguments(route)
     route.add_argument(
         "--cost-weight",
@@ -64,11 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quick.add_argument(
         "--out",
         type=Path,
-        default=Path("runs/quickstart"),
-        help="where to save the router (default runs/quickstart)",
+        help="where to save the router (default: runs/quickstart for the demo pool, runs/quickstart-<DATA> "
+        "otherwise, so each dataset keeps its own router)",
     )
-    quick.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
-    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--force", action="store_true", help="replace what an existing --out folder holds")
+    _encoder_argument(quick)
+    quick.add_argument("--seed", type=int, default=0, help="random seed of training and of the demo pool (default 0)")
     _data_dir_argument(quick)
     quick.set_defaults(handler=cmd_quickstart)
 
@@ -105,7 +107,39 @@ def _resolve_lam(router: Router, args: argparse.Namespace) -> float:
 
 
 def _data_dir_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
+
+
+def _encoder_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", help="query encoder: minilm (default), minilm-full, hashed-tfidf or st:<folder>")
+
+
+def check_arguments(config: Any, out: Path) -> None:
+    """Everything about the arguments that can fail, checked before any work is announced."""
+    from entrorouter.data.io import check_output_location
+    from entrorouter.features.encoders import make_encoder
+
+    if out.exists() and not out.is_dir():
+        raise EntroRouterError(f"--out {out} exists and is not a directory")
+    check_output_location(out / "config.json", "--out")
+    encoder = make_encoder(config.encoder)  # an unknown name fails here
+    folder = getattr(encoder, "path", None)
+    if isinstance(folder, Path) and not folder.is_dir():
+        raise EntroRouterError(f"--encoder {config.encoder}: no such folder {folder}")
+
+
+def command_prefix() -> str:
+    """How to run `entrorouter` again, as this process was run (so a printed hint works when pasted)."""
+    import shlex
+    import shutil
+
+    program = Path(sys.argv[0])
+    if program.name == "entrorouter":
+        on_path = shutil.which("entrorouter")
+        if on_path and Path(on_path).resolve() == program.resolve():
+            return "entrorouter"
+        return shlex.quote(str(program))
+    return f"{shlex.quote(sys.executable)} -m entrorouter.cli"
 
 
 def select_split(table: OutcomeTable, split: str, default: str) -> OutcomeTable:
@@ -132,12 +166,11 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from entrorouter import Router
     from entrorouter.data.datasets import load_source
-    from entrorouter.router import Router
 
     config = _train_config(args)
-    if args.out.exists() and not args.out.is_dir():
-        raise EntroRouterError(f"--out {args.out} exists and is not a directory")
+    check_arguments(config, args.out)
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "train")
     print(f"training on {table.name}: {table.n_queries} queries x {table.n_models} models (encoder {config.encoder})")
     started = time.perf_counter()
@@ -157,6 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_calibration(router: Router) -> None:
     """What the calibration curve says about the default λ, and warnings a user should see."""
+    import numpy as np
+
     calibration = router.calibration
     if calibration is None:
         return
@@ -185,8 +220,8 @@ def _print_calibration(router: Router) -> None:
 
 
 def _load_router(path: Path, *, cache: bool = False) -> Router:
+    from entrorouter import Router
     from entrorouter.features.cache import EmbeddingCache
-    from entrorouter.router import Router
 
     router = Router.load(path)
     if cache:
@@ -230,33 +265,60 @@ def cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def quickstart_out(args: argparse.Namespace) -> Path:
+    """Where quickstart saves its router: ``--out``, else a folder of the dataset's own."""
+    from entrorouter.data.datasets import dataset_name
+
+    if args.out is not None:
+        if args.out.is_dir() and any(args.out.iterdir()) and not args.force:
+            raise EntroRouterError(
+                f"--out {args.out} already holds files (perhaps a router for another pool); "
+                "pass --force to replace them, or choose another folder"
+            )
+        return args.out
+    if args.data is None:
+        return Path("runs/quickstart")
+    name = dataset_name(args.data) or Path(args.data).stem
+    return Path(f"runs/quickstart-{name}")
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from entrorouter import Router
     from entrorouter.data.datasets import load_source
     from entrorouter.data.demo import make_demo_table
-    from entrorouter.router import Router
     from entrorouter.router.config import TrainConfig
 
+    config = TrainConfig(seed=args.seed, **({"encoder": args.encoder} if args.encoder else {}))
+    out = quickstart_out(args)
+    check_arguments(config, out)
     if args.data is None:
         table = make_demo_table(seed=args.seed)
         print(
             "No --data given: using the SIMULATED demo pool (8 fictional models, 6 domains, public "
             "2024 price tiers; see entrorouter/data/demo.py). These numbers are not measurements.\n"
             "Run on real data with: entrorouter quickstart --data TABLE (or a dataset name such as "
-            "routerbench_subset with ENTROROUTER_DATA_DIR set)."
+            "routerbench_subset, after `entrorouter data download routerbench_subset`)."
         )
     else:
         table = load_source(args.data, data_dir_path=args.data_dir)
     train, test = _train_test(table)
-    config = TrainConfig(seed=args.seed, **({"encoder": args.encoder} if args.encoder else {}))
     print(
         f"training EntroRouter on {train.n_queries} queries x {train.n_models} models "
         f"(encoder {config.encoder}, seed {config.seed}); testing on {test.n_queries} held-out queries"
     )
     router = Router(config).fit(train, progress=True)
-    router.save(args.out)
+    router.save(out)
     result = router.evaluate(test)
-    _print_headline(result, title=f"{table.name} — test split, λ = {router.lam:.4g} (chosen on validation)")
-    print(f'router saved to {args.out}; try: entrorouter route --router {args.out} "your question"')
+    _print_headline(result, title=f"{table.name} — test split, λ = {router.lam:.4g} (certified on train)")
+    _print_calibration(router)
+    target = config.target_retention
+    retained = result["accuracy"] / result["strongest_accuracy"]
+    verdict = "met" if retained >= target else "NOT met"
+    print(
+        f"target: keep {target:.1%} of the strongest model's accuracy (the paper's bar) at the λ certified on "
+        f"cross-fitted training folds; on the test split it keeps {retained:.1%}: {verdict}"
+    )
+    print(f'router saved to {out}; try: {command_prefix()} route --router {out} "your question"')
     return 0
 
 
@@ -269,6 +331,12 @@ def _train_test(table: OutcomeTable) -> tuple[OutcomeTable, OutcomeTable]:
         return table.split("train"), table.split("test")
     test = np.arange(table.n_queries) % 5 == 0
     return table.subset(~test), table.subset(test)
+
+
+HEADLINE_LEGEND = (
+    "retained = accuracy / strongest model's accuracy; cost reduction = 1 - cost / strongest model's cost; "
+    "oracle = cheapest correct model per query (a bound)"
+)
 
 
 def _print_headline(result: dict[str, Any], *, title: str) -> None:
@@ -295,5 +363,6 @@ def _print_headline(result: dict[str, Any], *, title: str) -> None:
     # Pipes and CI logs get a wide console, so rows are never wrapped mid-name.
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(view)
+    console.print(HEADLINE_LEGEND, highlight=False, soft_wrap=True)
     usage = sorted(result["usage"].items(), key=lambda kv: -kv[1])
     console.print("usage: " + ", ".join(f"{m} {u:.0%}" for m, u in usage if u >= 0.005))

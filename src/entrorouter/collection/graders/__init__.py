@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from entrorouter.backends import RetryPolicy
 from entrorouter.collection.graders.base import (
     GRADERS,
     Grader,
@@ -64,10 +65,17 @@ __all__ = [
 ]
 
 
-def make_graders(names: Iterable[str], options: Mapping[str, Mapping[str, Any]], source: str) -> dict[str, Grader]:
+def make_graders(
+    names: Iterable[str],
+    options: Mapping[str, Mapping[str, Any]],
+    source: str,
+    *,
+    retry: RetryPolicy | None = None,
+) -> dict[str, Grader]:
     """One grader per name used, built from pool.yaml's ``graders:`` options.
 
     Every configured grader is built, used or not, so a typo in its options fails now.
+    ``retry`` (pool.yaml's ``retry:``) paces the judge's retries like the collection calls.
     """
     unknown = sorted(set(options) - set(GRADERS))
     if unknown:
@@ -77,4 +85,7 @@ def make_graders(names: Iterable[str], options: Mapping[str, Mapping[str, Any]],
         name: grader_class(name).from_options(options.get(name, {}), f"{source}: graders.{name}")
         for name in sorted(used | set(options))
     }
+    for grader in built.values():
+        if isinstance(grader, Judge) and retry is not None:
+            grader.retry = retry
     return {name: grader for name, grader in built.items() if name in used}

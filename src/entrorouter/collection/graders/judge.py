@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from entrorouter.backends import BackendConfig, BackendError, parse_backends, post_chat_completion
+from entrorouter.backends import BackendConfig, BackendError, RetryPolicy, parse_backends, post_chat_completion
 from entrorouter.collection.graders.base import Grader, GradingError
 from entrorouter.errors import ConfigError
 
@@ -58,14 +58,16 @@ class Judge(Grader):
     """A score in [0, 1] from a judge model that reads the question, the reference (when
     there is one), the answer and a rubric. pool.yaml: ``graders: {judge: {backend: {...},
     rubric: "...", scale: 10, max_tokens: 512}}``; ``backend`` is one entry in the backend
-    format. Judge calls are retried like collection calls; a judge that fails or replies
-    without a score leaves the pair ungraded (an error, re-graded on the next run)."""
+    format. Judge calls are retried like collection calls (the backend's ``max_retries``,
+    paced by pool.yaml's ``retry:``); a judge that fails or replies without a score leaves
+    the pair ungraded (an error, re-graded on the next run)."""
 
     name: ClassVar[str] = "judge"
     backend: BackendConfig | None = field(default=None, repr=False)  # its headers may hold secrets
     rubric: str = DEFAULT_RUBRIC
     scale: float = 10.0
     max_tokens: int = 512
+    retry: RetryPolicy = field(default_factory=RetryPolicy, init=False, repr=False, compare=False)
     _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False, compare=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -115,7 +117,7 @@ class Judge(Grader):
         assert self._slots is not None
         async with self._slots:
             try:
-                response = await post_chat_completion(self._client, self.backend, body)
+                response = await post_chat_completion(self._client, self.backend, body, policy=self.retry)
             except BackendError as exc:
                 raise GradingError(f"judge: {exc}") from None
         reply = response.content
