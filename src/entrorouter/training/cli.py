@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entrorouter.batch.cli import add_batch_arguments, cmd_route_batch, resolve_lam
 from entrorouter.errors import EntroRouterError
 
 if TYPE_CHECKING:
@@ -41,10 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_dir_argument(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    route = subparsers.add_parser("route", help="route one query")
+    route = subparsers.add_parser("route", help="route one query, or a file of them (--batch)")
     route.add_argument("--router", required=True, type=Path, help="router directory")
-    route.add_argument("query", help="the query text")
-    route.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    route.add_argument("query", nargs="?", help="the query text (or --batch FILE)")
+    lam = route.add_mutually_exclusive_group()
+    lam.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    lam.add_argument("--target-retention", type=float, help="choose λ to keep this share of the strongest's accuracy")
     route.add_argument(
         "--cost-weight",
         type=float,
@@ -52,6 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extra request-time cost penalty γ (default 0)",
     )
     route.add_argument("--json", action="store_true", help="print JSON")
+    add_batch_arguments(route)
     route.set_defaults(handler=cmd_route)
 
     quick = subparsers.add_parser(
@@ -155,9 +159,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     router = _load_router(args.router)
-    if not args.query.strip():
-        raise EntroRouterError("the query is empty")
-    result = router.route([args.query], lam=args.lam, cost_weight=args.cost_weight)[0]
+    if args.batch is not None:
+        return cmd_route_batch(args, router)
+    if args.query is None or not args.query.strip():
+        raise EntroRouterError("the query is empty (give a query, or --batch FILE)")
+    lam = resolve_lam(router, args.lam, args.target_retention)
+    result = router.route([args.query], lam=lam, cost_weight=args.cost_weight)[0]
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
