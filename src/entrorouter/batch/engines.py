@@ -128,7 +128,5 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise EntroRouterError(
-            "--engine ray needs Ray: pip install 'entrorouter[ray]' (or --engine local)"
-        ) from None
+        raise EntroRouterError("--engine ray needs Ray: pip install 'entrorouter[ray]' (or --engine local)") from None
     return ray

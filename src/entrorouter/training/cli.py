@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
     train.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
+    train.add_argument("--engine", choices=("local", "ray"), default="local", help="where to embed the table")
+    train.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
     _split_argument(train, "train")
     _data_dir_argument(train)
     train.set_defaults(handler=cmd_train)
@@ -120,7 +122,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "train")
     print(f"training on {table.name}: {table.n_queries} queries x {table.n_models} models (encoder {config.encoder})")
     started = time.perf_counter()
-    router = Router(config).fit(table, progress=True)
+    features = None
+    if args.engine != "local":
+        from entrorouter.features.distributed import embed_texts
+        from entrorouter.features.encoders import make_encoder
+
+        texts = [str(q) for q in table.queries]
+        encoder = make_encoder(config.encoder).fit(texts)  # what fit() builds: the same vectors
+        features = embed_texts(encoder, texts, engine=args.engine, ray_address=args.ray_address)
+    router = Router(config).fit(table, features=features, progress=True)
     router.save(args.out)
     best = max(
         (r["val_reward"] for r in router.training_log if r.get("event") == "validation"),
