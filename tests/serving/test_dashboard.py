@@ -20,7 +20,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.serving.conftest import CLIENT_KEY, POOL, RunningGateway, gateway_config, wait_for
+from .conftest import CLIENT_KEY, POOL, RunningGateway, gateway_config, wait_for
 
 PROMPTS = [
     "What is 17 + 25?",
@@ -62,7 +62,8 @@ def test_stats_need_a_client_key_and_count_traffic(gateway, fake):
     assert stats["upstream_ms"]["p50"] > 0
     saving = stats["saving"]
     assert saving["strongest_model"] == gateway.gateway.router.trained_on["strongest_model"]
-    assert saving["fraction"] == pytest.approx(1 - saving["predicted_cost_usd"] / saving["predicted_cost_strongest_usd"])
+    routed, strongest = saving["predicted_cost_usd"], saving["predicted_cost_strongest_usd"]
+    assert saving["fraction"] == pytest.approx(1 - routed / strongest)
     if stats["requests_by_model_total"][POOL[-1]]:
         assert stats["fallbacks_total"] >= 1 and stats["open_circuits"] == [POOL[-1]]
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -134,7 +135,8 @@ class Chromium:
         self.call("Page.navigate", url=url)
 
     def text(self, element_id: str) -> str | None:
-        expression = f"(e => e && !e.closest('[hidden]') ? e.textContent : null)(document.getElementById('{element_id}'))"
+        visible = "(e => e && !e.closest('[hidden]') ? e.textContent : null)"
+        expression = f"{visible}(document.getElementById('{element_id}'))"
         return self.call("Runtime.evaluate", expression=expression)["result"].get("value")
 
     def wait_text(self, element_id: str, condition: Any, timeout_s: float = 20) -> str:

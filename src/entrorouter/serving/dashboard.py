@@ -165,13 +165,15 @@ input{width:100%;padding:8px;margin:8px 0;box-sizing:border-box;font:inherit}
 <div class="cards">
   <div class="card"><h2>Requests / s</h2><div class="v" id="rps">–</div><div class="s" id="window"></div></div>
   <div class="card"><h2>Requests (total)</h2><div class="v" id="total">–</div></div>
-  <div class="card"><h2>Routing p50 / p99</h2><div class="v" id="routing">–</div><div class="s">ms, queue + router</div></div>
+  <div class="card"><h2>Routing p50 / p99</h2><div class="v" id="routing">–</div>
+    <div class="s">ms, queue + router</div></div>
   <div class="card"><h2>Upstream p50 / p99</h2><div class="v" id="upstream">–</div>
     <div class="s">ms, backend call incl. retries</div></div>
   <div class="card"><h2>Fallbacks (total)</h2><div class="v" id="fallbacks">–</div>
     <div class="s" id="errors"></div></div>
   <div class="card"><h2>Open circuits</h2><div class="v" id="circuits">–</div></div>
-  <div class="card"><h2>Saving vs strongest</h2><div class="v" id="saving">–</div><div class="s" id="saving-detail"></div></div>
+  <div class="card"><h2>Saving vs strongest</h2><div class="v" id="saving">–</div>
+    <div class="s" id="saving-detail"></div></div>
 </div>
 <table><thead><tr><th>model</th><th>share (window)</th><th style="width:45%"></th><th>requests (total)</th>
 <th>circuit</th></tr></thead><tbody id="models"></tbody></table>
