@@ -11,7 +11,7 @@ shipped encoder (hashed TF-IDF) and one with MiniLM (int8, 128 tokens) on 2,000 
 
 Measured, one torch thread per process, side by side in one run:
   1. in-process batched routing (texts in memory, ``Router.rank`` on 4,096-query chunks,
-     no file I/O) on the first 50,000 queries — before and after step 2;
+     no file I/O) on the first ``--baseline-n`` queries — before and after step 2;
   2. ``route_file`` (the local engine: read, route, write parts, join) of all ``--n`` queries
      in a child process: throughput and the child's peak resident memory;
   3. the same for MiniLM on ``--minilm-n`` queries (peak memory does not grow with N: the
@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 CHUNK = 4096
-BASELINE_N = 50_000
 
 
 def public_texts() -> list[str]:
@@ -146,7 +146,8 @@ def main() -> int:
     parser.add_argument("--minilm-n", type=int, default=100_000)
     parser.add_argument("--ray-n", type=int, default=40_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch.md"))
-    parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--baseline-n", type=int, default=50_000, help="queries of the in-process baseline")
+    parser.add_argument("--work", type=Path, help="work folder, kept: routers and queries found there are reused")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -155,7 +156,10 @@ def main() -> int:
     from entrorouter.cli import set_threads_from_env
 
     set_threads_from_env()
-    with tempfile.TemporaryDirectory(dir=args.work) as scratch:
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return bench(args, args.work)
+    with tempfile.TemporaryDirectory() as scratch:
         return bench(args, Path(scratch))
 
 
@@ -165,10 +169,13 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     texts = public_texts()
     r["distinct_texts"] = len(texts)
     queries = work / "queries.parquet"
-    write_queries(texts, max(args.n, args.minilm_n, args.ray_n), queries)
+    n_rows = max(args.n, args.minilm_n, args.ray_n)
+    if not queries.exists() or pq.ParquetFile(queries).metadata.num_rows < n_rows:
+        write_queries(texts, n_rows, queries)
     tfidf, minilm = work / "router-tfidf", work / "router-minilm"
-    train_router("hashed-tfidf", None, tfidf)
-    train_router("minilm", 2000, minilm)
+    for path, encoder, n_train in ((tfidf, "hashed-tfidf", None), (minilm, "minilm", 2000)):
+        if not (path / "config.json").exists():
+            train_router(encoder, n_train, path)
     print(f"setup {time.perf_counter() - started:.0f}s", flush=True)
 
     def subset(n: int) -> Path:
@@ -177,12 +184,13 @@ def bench(args: argparse.Namespace, work: Path) -> int:
             pd.read_parquet(queries).iloc[:n].to_parquet(path, row_group_size=65536)
         return path
 
-    cycled = [texts[i % len(texts)] for i in range(BASELINE_N)]
+    cycled = [texts[i % len(texts)] for i in range(args.baseline_n)]
     before = in_process_rate(tfidf, cycled)
     local = child([str(tfidf), str(subset(args.n)), str(work / "out.parquet"), "local", "0"])
     after = in_process_rate(tfidf, cycled)
     r.update(
         n=args.n,
+        baseline_n=args.baseline_n,
         in_process_qps_before=before,
         in_process_qps_after=after,
         local_qps=local["routed"] / local["seconds"],
@@ -252,7 +260,8 @@ def write_report(path: Path, r: dict) -> None:
         "|---|---|---|---|",
         f"| hashed TF-IDF, local engine, {r['n']:,} queries: time | {r['local_seconds']:.0f} s | | |",
         f"| … throughput | {r['local_qps']:,.0f} queries/s | | |",
-        f"| … in-process batched routing (before / after) | {r['in_process_qps_before']:,.0f} / "
+        f"| … in-process batched routing, first {r['baseline_n']:,} queries (before / after) | "
+        f"{r['in_process_qps_before']:,.0f} / "
         f"{r['in_process_qps_after']:,.0f} queries/s | | |",
         f"| … local engine / in-process | {r['local_vs_in_process']:.0%} | ≥ 90% | "
         f"{ok(r['local_vs_in_process'] >= 0.9)} |",

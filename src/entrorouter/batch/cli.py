@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from entrorouter.batch import DEFAULT_CHUNK_SIZE
+from entrorouter.batch.engines import ENGINES
 from entrorouter.errors import EntroRouterError
 
 
@@ -16,8 +18,10 @@ def add_batch_arguments(route: argparse.ArgumentParser) -> None:
     group.add_argument("--out", type=Path, metavar="OUT.parquet", help="where to write one decision per query")
     group.add_argument("--id-column", default="id", help="column of query ids (default: id)")
     group.add_argument("--text-column", default="text", help="column of query texts (default: text)")
-    group.add_argument("--chunk-size", type=int, default=4096, help="rows routed per chunk (default 4096)")
-    group.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray")
+    group.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help=f"rows per chunk (default {DEFAULT_CHUNK_SIZE})"
+    )
+    group.add_argument("--engine", choices=ENGINES, default="local", help="local (default) or ray")
     group.add_argument("--ray-address", help="join this Ray cluster (default: start a local Ray)")
     group.add_argument("--workers", type=int, help="Ray actors, one CPU each (default: the cluster's CPUs)")
 

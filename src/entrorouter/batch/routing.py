@@ -35,18 +35,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from entrorouter.batch import DEFAULT_CHUNK_SIZE
 from entrorouter.batch.engines import run_engine
 from entrorouter.data.io import atomic_path, table_format, write_text_atomic
 from entrorouter.errors import DataError, EntroRouterError
 
-DEFAULT_CHUNK_SIZE = 4096
 MANIFEST = "manifest.json"
 BAD_ROWS_SHOWN = 20
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Rows ``first_row .. first_row + n - 1`` of the input (1-based data rows)."""
+    """One chunk of the input: the good rows' ids and texts, and the bad rows (numbered from 1)."""
 
     index: int
     ids: list[str]

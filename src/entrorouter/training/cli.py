@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from entrorouter.batch.cli import add_batch_arguments, cmd_route_batch, resolve_lam
+from entrorouter.batch.engines import ENGINES
 from entrorouter.errors import EntroRouterError
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
     train.add_argument("--encoder", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
-    train.add_argument("--engine", choices=("local", "ray"), default="local", help="where to embed the table")
+    train.add_argument("--engine", choices=ENGINES, default="local", help="where to embed the table (default local)")
     train.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
     _split_argument(train, "train")
     _data_dir_argument(train)
