@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,6 +119,15 @@ def child(argv: list[str]) -> dict[str, float]:
     return json.loads(output.strip().splitlines()[-1])
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that across
+    exec, so a child would report the parent's size at fork time."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def run_child(router: str, queries: str, out: str, engine: str, workers: str) -> None:
     from entrorouter.batch.routing import route_file
     from entrorouter.cli import set_threads_from_env
@@ -136,7 +144,7 @@ def run_child(router: str, queries: str, out: str, engine: str, workers: str) ->
         Path(router), Path(queries), Path(out), lam=lam, chunk_size=CHUNK, engine=engine, workers=int(workers) or None
     )
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "routed": summary.routed, "peak_rss_mb": peak}))
 
 

@@ -30,8 +30,6 @@ def resolve_lam(router: Any, lam: float | None, target_retention: float | None) 
     """λ from ``--lam`` or ``--target-retention`` (via the router's calibration curve), else None."""
     if target_retention is None:
         return lam
-    if lam is not None:
-        raise EntroRouterError("give --lam or --target-retention, not both")
     if not hasattr(router, "lam_for_retention"):
         raise EntroRouterError(
             "--target-retention needs a router with a retention calibration curve, which this version "
