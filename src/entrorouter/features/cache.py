@@ -72,19 +72,29 @@ class EmbeddingCache:
         texts = list(texts)
         if not encoder.cacheable:
             return encoder.encode(texts, batch_size=batch_size, progress=progress)
-        keys = [text_key(t) for t in texts]
-        index = self._load(encoder.cache_id)
-        todo: dict[bytes, str] = {}
-        for key, text in zip(keys, texts, strict=True):
-            if key not in index and key not in todo:
-                todo[key] = text
+        todo = self.missing(encoder, texts)
         if todo:
-            vectors = encoder.encode(list(todo.values()), batch_size=batch_size, progress=progress)
-            self._write_shard(encoder.cache_id, list(todo), vectors)
-            index.update(zip(todo, vectors, strict=True))
+            self.add(encoder, todo, encoder.encode(todo, batch_size=batch_size, progress=progress))
+        index = self._load(encoder.cache_id)
         if not texts:
             return np.zeros((0, encoder.dim), dtype=np.float32)
-        return np.stack([index[k] for k in keys]).astype(np.float32, copy=False)
+        return np.stack([index[text_key(t)] for t in texts]).astype(np.float32, copy=False)
+
+    def missing(self, encoder: Encoder, texts: Sequence[str]) -> list[str]:
+        """The distinct texts of ``texts`` that have no cached vector yet (first occurrence order)."""
+        index = self._load(encoder.cache_id)
+        todo: dict[bytes, str] = {}
+        for text in texts:
+            key = text_key(text)
+            if key not in index and key not in todo:
+                todo[key] = text
+        return list(todo.values())
+
+    def add(self, encoder: Encoder, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store vectors computed elsewhere (e.g. on Ray workers) as one new shard."""
+        keys = [text_key(t) for t in texts]
+        self._write_shard(encoder.cache_id, keys, vectors)
+        self._load(encoder.cache_id).update(zip(keys, vectors, strict=True))
 
     def _write_shard(self, cache_id: str, keys: list[bytes], vectors: np.ndarray) -> None:
         from safetensors.numpy import save_file

@@ -36,6 +36,7 @@ from entrorouter.serving.batcher import RoutingBatcher, RoutingError
 from entrorouter.serving.breaker import CircuitBreaker, CircuitState
 from entrorouter.serving.chat import ApiError, ChatRequest, parse_chat_request, parse_json_body, routing_text
 from entrorouter.serving.config import ROUTER_MODEL, GatewayConfig
+from entrorouter.serving.dashboard import DashboardStats, dashboard_routes
 from entrorouter.serving.dispatch import Decision, Dispatcher, NoBackendAnswered, StreamStart
 from entrorouter.serving.metrics import GatewayMetrics
 from entrorouter.serving.upstream import Upstream, UpstreamRejected
@@ -65,6 +66,7 @@ class Gateway:
         self.router = router
         self.client_keys = client_keys
         self.metrics = GatewayMetrics()
+        self.dashboard = DashboardStats(router)
         self.backend_names = frozenset(b.name for b in config.backends)
         self.batcher: RoutingBatcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -197,6 +199,7 @@ class Gateway:
             exc = ApiError(500, "routing failed; see the gateway log", type="api_error", code="routing_failed")
             return self._refused(exc, record, reason="routing_failed")
         record.update(chosen=decision.chosen, route_ms=decision.route_ms)
+        self.dashboard.routed(decision.chosen, text, decision.route_ms)
         self.metrics.requests.labels(decision.chosen, str(chat.stream).lower()).inc()
         return await self._forward(chat, decision, record, received)
 
@@ -282,12 +285,12 @@ class Gateway:
         self.metrics.in_flight.dec()
         self._log_request(record, received)
 
-    @staticmethod
-    def _log_request(record: dict[str, Any], received: float) -> None:
+    def _log_request(self, record: dict[str, Any], received: float) -> None:
         record["duration_ms"] = round((time.perf_counter() - received) * 1000, 2)
         if record.get("route_ms") is not None:
             record["route_ms"] = round(record["route_ms"], 2)
         log.info("chat completion", extra={"fields": record})
+        self.dashboard.finished(record)
 
     def _authorize(self, request: Request) -> None:
         """401 unless the request carries one of the client keys (constant-time comparison)."""
@@ -438,6 +441,7 @@ def create_app(gateway: Gateway) -> Starlette:
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/readyz", gateway.readyz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),
+        *dashboard_routes(gateway),
     ]
     return Starlette(
         routes=routes,

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from entrorouter.batch.cli import add_batch_arguments, cmd_route_batch
+from entrorouter.batch.engines import ENGINES
 from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
 
@@ -31,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--config", type=Path, help="JSON/YAML file of TrainConfig fields")
     _encoder_argument(train)
+    train.add_argument("--engine", choices=ENGINES, default="local", help="where to embed the table (default local)")
+    train.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
     _split_argument(train, "train")
     _data_dir_argument(train)
     train.set_defaults(handler=cmd_train)
@@ -44,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _data_dir_argument(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
 
-    route = subparsers.add_parser("route", help="route one query")
+    route = subparsers.add_parser("route", help="route one query, or a file of them (--batch)")
     route.add_argument("--router", required=True, type=Path, help="router directory")
-    route.add_argument("query", help="the query text (quote it)")
+    route.add_argument("query", nargs="?", help="the query text, quoted (or --batch FILE)")
     _knob_arguments(route)
     route.add_argument(
         "--cost-weight",
@@ -55,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="extra request-time cost penalty γ (default 0)",
     )
     route.add_argument("--json", action="store_true", help="print JSON")
+    add_batch_arguments(route)
     route.set_defaults(handler=cmd_route)
 
     quick = subparsers.add_parser(
@@ -174,7 +179,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "train")
     print(f"training on {table.name}: {table.n_queries} queries x {table.n_models} models (encoder {config.encoder})")
     started = time.perf_counter()
-    router = Router(config).fit(table, progress=True)
+    features = None
+    if args.engine != "local":
+        from entrorouter.features.distributed import embed_texts
+        from entrorouter.features.encoders import make_encoder
+
+        texts = [str(q) for q in table.queries]
+        encoder = make_encoder(config.encoder).fit(texts)  # what fit() builds: the same vectors
+        features = embed_texts(encoder, texts, engine=args.engine, ray_address=args.ray_address)
+    router = Router(config).fit(table, features=features, progress=True)
     router.save(args.out)
     best = max(
         (r["val_reward"] for r in router.training_log if r.get("event") == "validation"),
@@ -252,9 +265,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     router = _load_router(args.router)
-    if not args.query.strip():
-        raise EntroRouterError("the query is empty")
-    result = router.route([args.query], lam=_resolve_lam(router, args), cost_weight=args.cost_weight)[0]
+    lam = _resolve_lam(router, args)
+    if args.batch is not None:
+        return cmd_route_batch(args, router, lam)
+    if args.query is None or not args.query.strip():
+        raise EntroRouterError("the query is empty (give a query, or --batch FILE)")
+    result = router.route([args.query], lam=lam, cost_weight=args.cost_weight)[0]
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0

@@ -1,0 +1,305 @@
+"""Batch routing speed and memory: `route --batch` on the local engine and on Ray (issue 12).
+
+    ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data nice -n 10 \
+        .venv/bin/python benchmarks/bench_batch.py [--n 1000000] [--minilm-n 100000] [--ray-n 40000]
+
+Queries: the texts of the three public datasets (MMLU-Pro, RouterBench subset, RouteLLM
+2-model), cycled to ``--n`` rows with distinct ids, written once as Parquet. Routers:
+trained on the MMLU-Pro train split (29 models, seed 0, default architecture; fewer
+training epochs than the default, which changes no routing cost), one with the fastest
+shipped encoder (hashed TF-IDF) and one with MiniLM (int8, 128 tokens) on 2,000 queries.
+
+Measured, one torch thread per process, side by side in one run:
+  1. in-process batched routing (texts in memory, ``Router.rank`` on 4,096-query chunks,
+     no file I/O) on the first ``--baseline-n`` queries — before and after step 2;
+  2. ``route_file`` (the local engine: read, route, write parts, join) of all ``--n`` queries
+     in a child process: throughput and the child's peak resident memory;
+  3. the same for MiniLM on ``--minilm-n`` queries (peak memory does not grow with N: the
+     input is streamed in chunks);
+  4. Ray (a local Ray, ``num_cpus=2``) on ``--ray-n`` queries with 1 and 2 workers, and the
+     local engine on the same file: the 2-vs-1 speed-up, outputs compared row for row, and
+     the per-chunk overhead of Ray = (Ray 1 worker − local − actor start-up) / chunks.
+Targets: peak memory <= 2 GB, local >= 90% of in-process, Ray 2 workers >= 1.6x one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CHUNK = 4096
+
+
+def public_texts() -> list[str]:
+    from entrorouter.data.datasets import load_source
+
+    texts: list[str] = []
+    for name in ("mmlu_pro", "routerbench_subset", "routellm_2model"):
+        texts.extend(str(q) for q in load_source(name).queries)
+    return list(dict.fromkeys(texts))
+
+
+def write_queries(texts: list[str], n: int, path: Path) -> None:
+    rows = np.arange(n)
+    frame = pd.DataFrame({"id": [f"q{i}" for i in rows], "text": [texts[i % len(texts)] for i in rows]})
+    frame.to_parquet(path, row_group_size=65536)
+
+
+def train_router(encoder: str, n_train: int | None, path: Path) -> None:
+    from entrorouter.data.datasets import load_source
+    from entrorouter.router import Router
+    from entrorouter.training.config import TrainConfig
+
+    train = load_source("mmlu_pro").split("train")
+    if n_train is not None:
+        train = train.subset(np.arange(n_train))
+    Router(TrainConfig(encoder=encoder, seed=0, sft_epochs=2, rl_iterations=3)).fit(train).save(path)
+
+
+def in_process_rate(router_dir: Path, texts: list[str]) -> float:
+    """Queries/s of Router.rank on in-memory chunks (the routing work without any file I/O)."""
+    from entrorouter.router import Router
+
+    router = Router.load(router_dir)
+    router.rank(router.inputs(router.embed(texts[:64]), texts[:64]))  # warm up
+    started = time.perf_counter()
+    for start in range(0, len(texts), CHUNK):
+        chunk = texts[start : start + CHUNK]
+        router.rank(router.inputs(router.embed(chunk), chunk), router.lam)
+    return len(texts) / (time.perf_counter() - started)
+
+
+class _Echo:
+    """A worker that does no routing: returns a table of the chunk's size (Ray's cost alone)."""
+
+    def __call__(self, chunk: Any) -> pa.Table:
+        return pa.table({"id": chunk.ids, "model": chunk.ids, "lam": np.zeros(len(chunk.ids))})
+
+
+def ray_round_trip_ms(texts: list[str], n_chunks: int = 20) -> float:
+    """Median ms to ship one chunk to a Ray actor and its result table back (no routing work)."""
+    import ray
+
+    from entrorouter.batch.engines import _Actor
+    from entrorouter.batch.routing import Chunk
+
+    chunk = Chunk(0, [f"q{i}" for i in range(CHUNK)], [texts[i % len(texts)] for i in range(CHUNK)], [])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        actor = ray.remote(num_cpus=1)(_Actor).remote(_Echo)
+        ray.get(actor.run.remote(chunk))  # the actor is up
+        times = []
+        for _ in range(n_chunks):
+            started = time.perf_counter()
+            ray.get(actor.run.remote(chunk))
+            times.append(1000 * (time.perf_counter() - started))
+    finally:
+        ray.shutdown()
+    return float(np.median(times))
+
+
+def child(argv: list[str]) -> dict[str, float]:
+    """Run ``route_file`` in a fresh process; its wall time, peak memory and summary."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", *argv], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that across
+    exec, so a child would report the parent's size at fork time."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def run_child(router: str, queries: str, out: str, engine: str, workers: str) -> None:
+    from entrorouter.batch.routing import route_file
+    from entrorouter.cli import set_threads_from_env
+    from entrorouter.router import Router
+
+    set_threads_from_env()
+    lam = Router.load(router).lam
+    if engine == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    started = time.perf_counter()
+    summary = route_file(
+        Path(router), Path(queries), Path(out), lam=lam, chunk_size=CHUNK, engine=engine, workers=int(workers) or None
+    )
+    seconds = time.perf_counter() - started
+    peak = peak_rss_mb()
+    print(json.dumps({"seconds": seconds, "routed": summary.routed, "peak_rss_mb": peak}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--minilm-n", type=int, default=100_000)
+    parser.add_argument("--ray-n", type=int, default=40_000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch.md"))
+    parser.add_argument("--baseline-n", type=int, default=50_000, help="queries of the in-process baseline")
+    parser.add_argument("--work", type=Path, help="work folder, kept: routers and queries found there are reused")
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(*args.child)
+        return 0
+    from entrorouter.cli import set_threads_from_env
+
+    set_threads_from_env()
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return bench(args, args.work)
+    with tempfile.TemporaryDirectory() as scratch:
+        return bench(args, Path(scratch))
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    r: dict[str, float | int | str] = {"load_average_start": round(os.getloadavg()[0], 2), "chunk_size": CHUNK}
+    started = time.perf_counter()
+    texts = public_texts()
+    r["distinct_texts"] = len(texts)
+    queries = work / "queries.parquet"
+    n_rows = max(args.n, args.minilm_n, args.ray_n)
+    if not queries.exists() or pq.ParquetFile(queries).metadata.num_rows < n_rows:
+        write_queries(texts, n_rows, queries)
+    tfidf, minilm = work / "router-tfidf", work / "router-minilm"
+    for path, encoder, n_train in ((tfidf, "hashed-tfidf", None), (minilm, "minilm", 2000)):
+        if not (path / "config.json").exists():
+            train_router(encoder, n_train, path)
+    print(f"setup {time.perf_counter() - started:.0f}s", flush=True)
+
+    def subset(n: int) -> Path:
+        path = work / f"queries-{n}.parquet"
+        if not path.exists():
+            pd.read_parquet(queries).iloc[:n].to_parquet(path, row_group_size=65536)
+        return path
+
+    cycled = [texts[i % len(texts)] for i in range(args.baseline_n)]
+    before = in_process_rate(tfidf, cycled)
+    local = child([str(tfidf), str(subset(args.n)), str(work / "out.parquet"), "local", "0"])
+    after = in_process_rate(tfidf, cycled)
+    r.update(
+        n=args.n,
+        baseline_n=args.baseline_n,
+        in_process_qps_before=before,
+        in_process_qps_after=after,
+        local_qps=local["routed"] / local["seconds"],
+        local_seconds=local["seconds"],
+        local_routed=local["routed"],
+        local_peak_rss_mb=local["peak_rss_mb"],
+    )
+    r["local_vs_in_process"] = r["local_qps"] / ((before + after) / 2)
+    print(json.dumps(r), flush=True)
+
+    minilm_before = in_process_rate(minilm, cycled[:500])
+    mini = child([str(minilm), str(subset(args.minilm_n)), str(work / "out-minilm.parquet"), "local", "0"])
+    r.update(
+        minilm_n=args.minilm_n,
+        minilm_in_process_qps=minilm_before,
+        minilm_qps=mini["routed"] / mini["seconds"],
+        minilm_seconds=mini["seconds"],
+        minilm_peak_rss_mb=mini["peak_rss_mb"],
+    )
+    print(json.dumps(r), flush=True)
+
+    ray_queries = subset(args.ray_n)
+    one_chunk = subset(CHUNK)
+    outputs = {}
+    for label, engine, workers, source in (
+        ("ray_start", "ray", "1", one_chunk),
+        ("ray_local", "local", "0", ray_queries),
+        ("ray_1", "ray", "1", ray_queries),
+        ("ray_2", "ray", "2", ray_queries),
+    ):
+        outputs[label] = work / f"{label}.parquet"
+        result = child([str(tfidf), str(source), str(outputs[label]), engine, workers])
+        r[f"{label}_seconds"] = result["seconds"]
+        r[f"{label}_peak_rss_mb"] = result["peak_rss_mb"]
+        print(label, result, flush=True)
+    local_one_chunk = r["ray_local_seconds"] * CHUNK / args.ray_n
+    r["ray_n"] = args.ray_n
+    r["ray_speedup_2_vs_1"] = r["ray_1_seconds"] / r["ray_2_seconds"]
+    r["ray_actor_start_seconds"] = r["ray_start_seconds"] - local_one_chunk
+    n_chunks = -(-args.ray_n // CHUNK)
+    r["ray_overhead_per_chunk_ms"] = (
+        1000 * (r["ray_1_seconds"] - r["ray_local_seconds"] - r["ray_actor_start_seconds"]) / n_chunks
+    )
+    r["ray_round_trip_per_chunk_ms"] = ray_round_trip_ms(texts)
+    reference = pd.read_parquet(outputs["ray_local"])
+    r["ray_outputs_identical"] = str(all(reference.equals(pd.read_parquet(outputs[k])) for k in ("ray_1", "ray_2")))
+    r["load_average_end"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(r, indent=1), flush=True)
+    write_report(args.out, r)
+    return 0
+
+
+def write_report(path: Path, r: dict) -> None:
+    def ok(good: bool) -> str:
+        return "yes" if good else "**no**"
+
+    lines = [
+        "# Batch routing (`route --batch`): speed and memory",
+        "",
+        f"`benchmarks/bench_batch.py` on {platform.machine()} Linux, {os.cpu_count()} cores shared with other "
+        f"work (load average {r['load_average_start']} at the start, {r['load_average_end']} at the end), one "
+        f"torch thread per process, chunks of {r['chunk_size']} queries. Queries: the {r['distinct_texts']:,} "
+        "distinct texts of the three public datasets, cycled. Routers trained on the MMLU-Pro train split "
+        "(29 models, seed 0).",
+        "",
+        "| measure | value | target | met |",
+        "|---|---|---|---|",
+        f"| hashed TF-IDF, local engine, {r['n']:,} queries: time | {r['local_seconds']:.0f} s | | |",
+        f"| … throughput | {r['local_qps']:,.0f} queries/s | | |",
+        f"| … in-process batched routing, first {r['baseline_n']:,} queries (before / after) | "
+        f"{r['in_process_qps_before']:,.0f} / "
+        f"{r['in_process_qps_after']:,.0f} queries/s | | |",
+        f"| … local engine / in-process | {r['local_vs_in_process']:.0%} | ≥ 90% | "
+        f"{ok(r['local_vs_in_process'] >= 0.9)} |",
+        f"| … peak memory | {r['local_peak_rss_mb']:,.0f} MB | ≤ 2,048 MB | {ok(r['local_peak_rss_mb'] <= 2048)} |",
+        f"| MiniLM, local engine, {r['minilm_n']:,} queries: time | {r['minilm_seconds']:.0f} s | | |",
+        f"| … throughput (in-process) | {r['minilm_qps']:,.0f} ({r['minilm_in_process_qps']:,.0f}) queries/s | | |",
+        f"| … peak memory | {r['minilm_peak_rss_mb']:,.0f} MB | ≤ 2,048 MB | {ok(r['minilm_peak_rss_mb'] <= 2048)} |",
+        f"| Ray, {r['ray_n']:,} queries: local engine / 1 worker / 2 workers | {r['ray_local_seconds']:.1f} / "
+        f"{r['ray_1_seconds']:.1f} / {r['ray_2_seconds']:.1f} s | | |",
+        f"| … 2 workers vs 1 | {r['ray_speedup_2_vs_1']:.2f}× | ≥ 1.6× | {ok(r['ray_speedup_2_vs_1'] >= 1.6)} |",
+        f"| … actor start-up (router loaded once per actor) | {r['ray_actor_start_seconds']:.1f} s | | |",
+        f"| … overhead per chunk of {r['chunk_size']}: (1 worker − local − start-up) / chunks | "
+        f"{r['ray_overhead_per_chunk_ms']:.0f} ms | | |",
+        f"| … round trip of one chunk to an actor doing no work (median of 20) | "
+        f"{r['ray_round_trip_per_chunk_ms']:.1f} ms | | |",
+        f"| … outputs identical to the local engine, row for row | {r['ray_outputs_identical']} | yes | "
+        f"{ok(r['ray_outputs_identical'] == 'True')} |",
+        "",
+        "Ray times include starting the actors (each imports torch and loads the router once). The first",
+        "overhead figure is a difference of noisy wall times on a shared machine; the round trip (a chunk",
+        "of texts to an actor and a table of that size back, through Ray's object store) is Ray's own cost.",
+        "",
+        "```json",
+        json.dumps(r, indent=1),
+        "```",
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

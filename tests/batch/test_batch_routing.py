@@ -1,0 +1,171 @@
+"""`entrorouter route --batch` and table embedding, on the local engine and a real local Ray.
+
+One Ray session (num_cpus=2) is shared by the module: starting Ray takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from entrorouter.batch.routing import route_file
+from entrorouter.cli import main
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'entrorouter[ray]')")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def queries(demo_table, tmp_path_factory) -> Path:
+    """600 queries as CSV, with three bad rows (rows 4 and 11 lack a text, row 30 an id)."""
+    texts = [str(q) for q in demo_table.queries[:600]]
+    frame = pd.DataFrame({"qid": [f"q{i}" for i in range(len(texts))], "prompt": texts})
+    frame.loc[3, "prompt"] = ""
+    frame.loc[10, "prompt"] = "   "
+    frame.loc[29, "qid"] = ""
+    path = tmp_path_factory.mktemp("batch") / "queries.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_router, queries, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("reference") / "local.parquet"
+    summary = route_file(tiny_router, queries, out, lam=0.05, id_column="qid", text_column="prompt", chunk_size=64)
+    assert summary.routed == 597
+    return pd.read_parquet(out)
+
+
+def test_cli_routes_good_rows_and_reports_bad_ones(tiny_router, queries, tmp_path, capsys):
+    out = tmp_path / "out.parquet"
+    argv = ["route", "--router", str(tiny_router), "--batch", str(queries), "--out", str(out)]
+    code = main([*argv, "--id-column", "qid", "--text-column", "prompt", "--lam", "0.05", "--chunk-size", "64"])
+    err = capsys.readouterr().err
+    assert code == 1  # some rows were bad
+    assert f"{queries}, row 4: 'prompt' is empty" in err
+    assert f"{queries}, row 11: 'prompt' is empty" in err
+    assert f"{queries}, row 30: no 'qid'" in err
+    assert "3 bad row(s) left out" in err
+    routed = pd.read_parquet(out)
+    expected_ids = [f"q{i}" for i in range(600) if i not in (3, 10, 29)]
+    assert routed["id"].tolist() == expected_ids
+    assert (routed["lam"] == 0.05).all()
+    probs = routed[[c for c in routed.columns if c.startswith("p:")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert [r[0] for r in routed["ranking"]] == routed["model"].tolist()
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_formats_give_the_same_decisions(tiny_router, queries, reference, tmp_path):
+    frame = pd.read_csv(queries, dtype=str, keep_default_na=False)
+    jsonl = tmp_path / "q.jsonl"
+    lines = [json.dumps({"qid": i, "prompt": t}) for i, t in zip(frame["qid"], frame["prompt"], strict=True)]
+    lines[5] = "{not json"
+    jsonl.write_text("\n".join(lines) + "\n")
+    summary = route_file(tiny_router, jsonl, tmp_path / "j.parquet", lam=0.05, id_column="qid", text_column="prompt")
+    assert (6, "invalid JSON (Expecting property name enclosed in double quotes)") in summary.bad_rows
+    from_jsonl = pd.read_parquet(tmp_path / "j.parquet")
+    pd.testing.assert_frame_equal(from_jsonl, reference[reference["id"] != "q5"].reset_index(drop=True))
+
+    parquet = tmp_path / "q.parquet"
+    frame.to_parquet(parquet)
+    route_file(tiny_router, parquet, tmp_path / "p.parquet", lam=0.05, id_column="qid", text_column="prompt")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "p.parquet"), reference)
+
+
+def test_ray_engine_output_is_identical_to_local(ray_session, tiny_router, queries, reference, tmp_path):
+    out = tmp_path / "ray.parquet"
+    summary = route_file(
+        tiny_router, queries, out, lam=0.05, id_column="qid", text_column="prompt", chunk_size=64, engine="ray"
+    )
+    assert [row for row, _ in summary.bad_rows] == [4, 11, 30]
+    pd.testing.assert_frame_equal(pd.read_parquet(out), reference)
+
+
+def test_killed_run_resumes_without_duplicates_or_gaps(ray_session, tiny_router, demo_table, tmp_path):
+    """SIGKILL a local run mid-way, then finish it on Ray: the result equals an uninterrupted run."""
+    texts = [str(q) for q in demo_table.queries]
+    big = tmp_path / "big.csv"
+    pd.DataFrame({"id": range(len(texts) * 6), "text": texts * 6}).to_csv(big, index=False)
+    out = tmp_path / "out.parquet"
+    parts = out.with_name(out.name + ".parts")
+    command = [sys.executable, "-m", "entrorouter.cli", "route", "--router", str(tiny_router), "--batch", str(big)]
+    env = {**os.environ, "ENTROROUTER_THREADS": "1"}
+    process = subprocess.Popen([*command, "--out", str(out), "--chunk-size", "20", "--lam", "0.05"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(parts.glob("part-*.parquet"))) < 5:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no parts written in time"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(30)
+    assert not out.exists()  # never half-written
+    summary = route_file(tiny_router, big, out, lam=0.05, chunk_size=20, engine="ray")
+    assert summary.resumed_chunks >= 5
+    clean = route_file(tiny_router, big, tmp_path / "clean.parquet", lam=0.05, chunk_size=20)
+    assert clean.resumed_chunks == 0
+    resumed = pd.read_parquet(out)
+    assert resumed["id"].tolist() == [str(i) for i in range(len(texts) * 6)]
+    pd.testing.assert_frame_equal(resumed, pd.read_parquet(tmp_path / "clean.parquet"))
+
+
+def test_changed_settings_restart_instead_of_mixing(tiny_router, queries, tmp_path, capsys):
+    out = tmp_path / "out.parquet"
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()
+    (parts / "manifest.json").write_text("{}")
+    (parts / "part-00000000.parquet").write_bytes(b"stale")
+    route_file(tiny_router, queries, out, lam=0.1, id_column="qid", text_column="prompt")
+    assert "starting over" in capsys.readouterr().err
+    assert len(pd.read_parquet(out)) == 597
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--text-column", "body"], "no column 'body'"),
+        (["--target-retention", "0.95"], "--target-retention needs a router with a retention calibration curve"),
+        ([], "--batch needs --out"),
+    ],
+)
+def test_user_errors_are_one_line(tiny_router, queries, tmp_path, capsys, extra, message):
+    argv = ["route", "--router", str(tiny_router), "--batch", str(queries), "--id-column", "qid", *extra]
+    if "--batch needs --out" not in message:
+        argv += ["--out", str(tmp_path / "o.parquet")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_train_with_ray_engine(ray_session, demo_table, tmp_path, capsys):
+    from entrorouter.data.io import write_table
+    from entrorouter.router import Router
+
+    table = tmp_path / "table.parquet"
+    write_table(demo_table.subset(np.arange(300)), table)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"encoder": "hashed-tfidf", "capability": "knn", "sft_epochs": 1, "rl_iterations": 2}))
+    args = ["train", "--data", str(table), "--config", str(config), "--split", "all"]
+    assert main([*args, "--out", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    text = ["What is the derivative of x squared?"]
+    ray_result = Router.load(tmp_path / "ray").route(text)[0]
+    local_result = Router.load(tmp_path / "local").route(text)[0]
+    assert ray_result == local_result
