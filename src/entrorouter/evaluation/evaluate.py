@@ -26,7 +26,7 @@ def evaluate_router(
     cost_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Route every query of ``table`` at ``lam`` and score the choices (missing outcomes: see metrics.realize)."""
-    router._check_fitted()
+    router.check_fitted()
     table = table.select_models(router.models)
     texts = [str(q) for q in table.queries]
     if features is None:

@@ -5,9 +5,10 @@
 >>> router.save("my-router"); Router.load("my-router")                   # doctest: +SKIP
 
 A saved router is a directory: ``config.json`` (format version, model pool, cost scale,
-encoder, λ, training config), ``weights.safetensors`` (policy, capability estimator,
-cost predictor, encoder statistics) and ``training_log.jsonl``. Nothing is pickled, so
-loading a router from someone else cannot run code.
+encoder, λ, calibration curve, training config), ``weights.safetensors`` (policy,
+capability estimator, cost predictor, encoder statistics, hashes of the training queries)
+and ``training_log.jsonl``. Nothing is pickled, so loading a router from someone else
+cannot run code.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class Router:
         """The default trade-off λ used when a call does not pass one."""
         return self.default_lam
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if self.policy is None:
             raise EntroRouterError("this router is not trained yet: call fit() or Router.load()")
 
@@ -111,7 +112,7 @@ class Router:
 
     def inputs(self, features: np.ndarray, texts: Sequence[str]) -> RoutingInputs:
         """Routing inputs for embedded queries (independent of λ: compute once, route at many λ)."""
-        self._check_fitted()
+        self.check_fitted()
         return RoutingInputs(
             features, self.capability.predict(features), self.cost_predictor.predict(list(texts)) / self.cost_scale
         )
@@ -202,7 +203,7 @@ class Router:
         ``lam`` is the trade-off λ: one value, one per query, or None for the router's default;
         ``target_retention`` (e.g. 0.98) asks for a share of the strongest model's accuracy instead.
         """
-        self._check_fitted()
+        self.check_fitted()
         if target_retention is not None:
             lam = self.lam_for(lam, target_retention)
         texts = [queries] if isinstance(queries, str) else [str(q) for q in queries]
@@ -246,7 +247,7 @@ class Router:
         """Write the router directory (each file atomically)."""
         from safetensors.numpy import save_file
 
-        self._check_fitted()
+        self.check_fitted()
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise EntroRouterError(f"{path} exists and is not a directory")
