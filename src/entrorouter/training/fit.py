@@ -36,6 +36,12 @@ from entrorouter.router.model import capability_for, policy_for
 from entrorouter.training.trainer import RoutingData, Trainer
 
 
+def say(progress: bool, message: str) -> None:
+    """A phase of training, on stderr (so a long fit is never silent)."""
+    if progress:
+        print(f"training: {message}", file=sys.stderr, flush=True)
+
+
 def check_trainable(table: OutcomeTable) -> None:
     """A clear error for a table no router can be trained on."""
     if table.n_queries < 20:
@@ -77,6 +83,7 @@ def fit_router(
         raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
 
     started = time.perf_counter()
+    router.training_log = []
     if c.calibration_folds and fold_plan is None:
         fold_plan = FoldPlan(stratified_folds(table, c.calibration_folds, c.seed), c.calibration_folds)
     fit_parts(router, table, features, fold_plan, progress=progress)
@@ -132,6 +139,7 @@ def fit_parts(
     router.cost_scale = float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0
     router.cost_predictor = CostPredictor().fit(texts, table.costs)
     router.capability = capability_for(c)
+    say(progress, f"capability estimates ({c.capability}) on {table.n_queries} queries")
     oof = router.capability.fit(features, table.scores, fold_plan)
     cost_pred = router.cost_predictor.predict(texts) / router.cost_scale
 
@@ -145,7 +153,7 @@ def fit_parts(
         )
 
     router.policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
-    router.training_log = []
+    say(progress, "policy: Soft Supervision, then RL with the Soft Anchor")
     Trainer(
         router.policy,
         c,
@@ -196,8 +204,7 @@ def out_of_fold_choices(
     texts = [str(q) for q in table.queries]
     answered = np.empty((len(grid), table.n_queries), dtype=np.int64)
     for fold in range(fold_plan.n_folds):
-        if progress:
-            print(f"calibration: fitting fold {fold + 1}/{fold_plan.n_folds}", file=sys.stderr, flush=True)
+        say(progress, f"calibration curve: fold {fold + 1}/{fold_plan.n_folds} (parts refitted without it)")
         held = fold_plan.labels == fold
         fold_router = Router(router.config)
         fold_router.encoder = router.encoder
