@@ -164,6 +164,7 @@ def test_metrics_cover_requests_latency_and_circuits(shared_gateway: RunningGate
         "entrorouter_errors_total",
         "entrorouter_routing_seconds_bucket",
         "entrorouter_routing_batch_size_bucket",
+        "entrorouter_routing_queue_seconds_bucket",
         "entrorouter_router_inference_seconds_bucket",
         "entrorouter_upstream_seconds_bucket",
         "entrorouter_time_to_first_token_seconds_bucket",
