@@ -23,7 +23,7 @@ from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 
 REFERENCE = "minilm"
 ENCODERS = (REFERENCE, "minilm-full", "minilm-onnx")
-DATASETS = ("mmlu_pro", "routerbench_subset")
+DATASETS = ("routerbench_subset", "mmlu_pro")
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
 
 
@@ -36,7 +36,6 @@ def main() -> int:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
-    reference, *others = args.encoders
 
     aiq: dict[tuple[str, str, str], list[float]] = {}
     for dataset in args.datasets:
@@ -51,6 +50,12 @@ def main() -> int:
                     aiq.setdefault((dataset, encoder, router), []).append(results["routers"][router]["aiq"])
                 scores = ", ".join(f"{r} {aiq[dataset, encoder, r][-1]:.4f}" for r in ROUTERS)
                 print(f"{dataset} seed {seed} {encoder}: {scores}", flush=True)
+        write_report(args, aiq, args.datasets[: args.datasets.index(dataset) + 1])  # each dataset as it is done
+    return 0
+
+
+def write_report(args: argparse.Namespace, aiq: dict[tuple[str, str, str], list[float]], datasets: list[str]) -> None:
+    reference, *others = args.encoders
 
     lines = [
         f"# Encoder quality: {', '.join(f'`{e}`' for e in others)} against `{reference}`",
@@ -62,7 +67,7 @@ def main() -> int:
         "dataset's train split fits every router and 20% is held out; AIQ on the held-out 20% (mean, then per "
         "seed). A fast encoder qualifies as the default when its mean AIQ is within 0.003 of the reference.",
     ]
-    for dataset in args.datasets:
+    for dataset in datasets:
         lines += [
             "",
             f"## {dataset}",
@@ -83,7 +88,6 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ def test_defaults_and_relative_router_path(tmp_path: Path) -> None:
     assert config.router == tmp_path / "r"
     assert config.limits.max_body_bytes == 4 * 1024 * 1024
     assert config.routing.batch_max_wait_ms == 2.0
+    assert config.routing.router_workers == len(os.sched_getaffinity(0))  # one per core
     assert config.auth.disabled
 
 
@@ -161,4 +162,4 @@ def test_serve_cli_reports_a_router_that_cannot_route_in_one_line(router_dir: Pa
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "the router process failed to start" in lines[0] and "no-model" in lines[0]
+    assert "router worker 0 failed to start" in lines[0] and "no-model" in lines[0]

@@ -206,6 +206,15 @@ def test_malformed_json_and_invalid_fields_are_400(shared_gateway: RunningGatewa
         sync_client(shared_gateway).chat.completions.create(model="entrorouter", messages=[])
 
 
+def test_a_number_beyond_float_range_is_400_not_forwarded_as_infinity(shared_gateway: RunningGateway, fake) -> None:
+    raw = b'{"model": "mini-api", "messages": [{"role": "user", "content": "x"}], "temperature": 1e999}'
+    with shared_gateway.client() as client:
+        response = client.post("/v1/chat/completions", content=raw)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert "out of range" in response.json()["error"]["message"]
+    assert fake.counts()["mini-api"] == 0
+
+
 def test_body_over_the_limit_is_413(router_dir: Path, _fake_server) -> None:
     config = gateway_config(router_dir, _fake_server.base_url, limits={"max_body_bytes": 2000})
     with RunningGateway(config) as gateway, gateway.client() as client:

@@ -108,7 +108,6 @@ class _Worker:
         assert self.conn is not None and self.process is not None
         try:
             if not self.conn.poll(timeout_s):
-                self.stop(0)
                 raise RoutingError(f"router worker {self.name} did not start within {timeout_s:g} s")
             status, detail = self.conn.recv()
         except (EOFError, OSError):
@@ -120,6 +119,13 @@ class _Worker:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+        if self.conn is not None:
+            self.conn.close()
 
     def stop(self, timeout_s: float) -> None:
         """Ask the process to exit (closing its pipe), then kill it if it does not."""
@@ -178,7 +184,12 @@ class RoutingBatcher:
             raise RuntimeError("the routing batcher is already started")
         for worker in self._workers:  # all load at once
             worker.launch(self.router_dir, self.torch_threads)
-        summaries = [worker.wait_ready(self.start_timeout_s) for worker in self._workers]
+        try:
+            summaries = [worker.wait_ready(self.start_timeout_s) for worker in self._workers]
+        except RoutingError:
+            for worker in self._workers:  # the others are still loading: no point waiting
+                worker.kill()
+            raise
         self.summary = summaries[0]
         for worker in self._workers:
             worker.collecting = True
