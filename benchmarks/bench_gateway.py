@@ -45,7 +45,7 @@ from entrorouter.testing.fake_backend import FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "gateway.md"
-LITELLM = "litellm[proxy]==1.108.14"
+LITELLM = "litellm[proxy]>=1.108,<1.109"  # the newest 1.108 whose extras resolve
 DEFAULT_LITELLM_VENV = Path.home() / ".cache" / "entrorouter" / "bench-litellm-venv"
 KEY_ENV, KEY = "ENTROROUTER_BENCH_KEY", "bench-client-key"
 START_TIMEOUT_S = 300  # a server's start on a busy machine (LiteLLM imports a lot)

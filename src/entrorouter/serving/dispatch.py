@@ -264,6 +264,9 @@ class Dispatcher:
 
     async def _take_slot(self, upstream: Upstream) -> bool:
         """A concurrency slot of the backend, waiting at most ``slot_wait_s``."""
+        if not upstream.slots.locked():  # the common case: a slot is free, no timer needed
+            await upstream.slots.acquire()
+            return True
         try:
             async with asyncio.timeout(self.slot_wait_s):
                 await upstream.slots.acquire()
