@@ -36,7 +36,7 @@ from entrorouter.data.datasets import load_source
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router import Router
-from entrorouter.training.config import TrainConfig
+from entrorouter.router.config import TrainConfig
 
 TARGETS = {
     "embed_cold_seconds": ("<=", 180.0),

@@ -322,7 +322,7 @@ def fresh_route_wall_s(router_dir: Path) -> float:
 def train_demo_router(out: Path, encoder: str) -> Path:
     from entrorouter import Router
     from entrorouter.data.demo import make_demo_table
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     config = TrainConfig(encoder=encoder, sft_epochs=2, rl_iterations=4, capability="knn")
     return Router(config).fit(make_demo_table(n_queries=600)).save(out)

@@ -42,7 +42,12 @@ FAST = {
     "sft_epochs": 2,
     "rl_iterations": 4,
     "hidden": 64,
+    # No calibration curve (K more fits) unless a test needs one: then a fixed λ is required.
+    "calibration_folds": 0,
+    "lam": 0.1,
 }
+#: FAST with the calibration curve, for routers that must accept a target retention.
+CALIBRATED = {**FAST, "calibration_folds": 3, "lam": None}
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +61,9 @@ def demo_table():
 def tiny_router(demo_table, tmp_path_factory):
     """A real router trained in a few seconds (hashed TF-IDF features), saved once."""
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
-    router = Router(TrainConfig(**FAST)).fit(demo_table.split("train"))
+    router = Router(TrainConfig(**CALIBRATED)).fit(demo_table.split("train"))
     path = tmp_path_factory.mktemp("routers") / "tiny"
     router.save(path)
     return path

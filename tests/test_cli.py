@@ -134,3 +134,27 @@ def test_quickstart_on_the_demo_pool(tmp_path: Path) -> None:
     for row in ("EntroRouter", "strongest: frontier-api", "cheapest: tiny-3b", "random", "oracle"):
         assert row in result.stdout
     assert (tmp_path / "qs" / "config.json").exists()
+
+
+def test_target_retention_from_the_command_line(tiny_router: Path, demo_file: Path, tmp_path: Path) -> None:
+    from entrorouter.router import Router
+
+    router = Router.load(tiny_router)
+    target = f"{router.calibration.max_target() - 0.1:.3f}"
+    routed = run("route", "--router", str(tiny_router), "--target-retention", target, "Integrate x^2", "--json")
+    assert routed.returncode == 0, routed.stderr
+    lam = router.lam_for(None, float(target))
+    assert json.loads(routed.stdout)["model"] == router.route(["Integrate x^2"], lam=lam)[0].model
+
+    out = tmp_path / "eval.json"
+    args = ("evaluate", "--router", str(tiny_router), "--data", str(demo_file), "--json", str(out))
+    evaluated = run(*args, "--target-retention", target)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(out.read_text())
+    assert result["lam"] == lam and result["target_retention"] == float(target)
+
+    assert_user_error(run(*args, "--target-retention", "1.4"), "highest reachable retention")
+    on_train = run(*args, "--split", "train")
+    assert on_train.returncode == 0 and "were training queries of this router" in on_train.stderr
+    beyond = run("route", "--router", str(tiny_router), "--lam", "50", "Integrate x^2")
+    assert beyond.returncode == 0 and "beyond the range the router was trained for" in beyond.stderr

@@ -130,10 +130,46 @@ def test_a_pool_mismatch_on_evaluate(tiny_router: Path, demo_table) -> None:
 
 def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     table = demo_table.split("train")
     table.scores[:, 0] = np.nan
     table.costs[:, 0] = np.nan
     with pytest.raises(EntroRouterError, match="no outcome at all for model"):
         Router(TrainConfig(encoder="hashed-tfidf")).fit(table)
+
+
+def test_target_retention_knob(tiny_router: Path, demo_table) -> None:
+    router = Router.load(tiny_router)
+    calibration = router.calibration
+    assert calibration is not None and calibration.n == demo_table.split("train").n_queries
+    queries = list(demo_table.split("test").queries[:40])
+    reachable = calibration.max_target()
+    lam = router.lam_for(None, reachable - 0.1)
+    assert lam >= router.lam_for(None, reachable - 0.01)  # a lower target allows a cheaper λ
+    by_target = router.route(queries, target_retention=reachable - 0.1)
+    assert [r.ranking for r in by_target] == [r.ranking for r in router.route(queries, lam=lam)]
+    with pytest.raises(EntroRouterError, match="highest reachable retention"):
+        router.route(queries, target_retention=min(reachable + 0.05, 1.5))
+    with pytest.raises(EntroRouterError, match="either a λ or a target"):
+        router.route(queries, lam=0.1, target_retention=0.9)
+    result = router.evaluate(demo_table.split("test"), target_retention=reachable - 0.1)
+    assert result["lam"] == lam and result["target_retention"] == reachable - 0.1
+    # The simulated pool repeats some texts across its splits: exactly those are flagged.
+    test_texts, train_texts = demo_table.split("test").queries, demo_table.split("train").queries
+    assert result["trained_on_share"] == pytest.approx(np.isin(test_texts, train_texts).mean())
+    assert router.evaluate(demo_table.split("train"))["trained_on_share"] == 1.0
+
+
+def test_only_routing_code_is_loaded_to_route(tiny_router: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from entrorouter.router import Router; "
+        f"Router.load({str(tiny_router)!r}).route(['hello'], target_retention=0.5); "
+        "print(sorted(m for m in sys.modules if m.split('.')[1:2] in (['training'], ['evaluation'], ['baselines'])))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -18,14 +18,14 @@ _LAZY = {
     "write_table": "entrorouter.data.io",
     "Router": "entrorouter.router",
     "RouteResult": "entrorouter.router",
-    "TrainConfig": "entrorouter.training.config",
+    "TrainConfig": "entrorouter.router.config",
 }
 
 if TYPE_CHECKING:
     from entrorouter.data.io import read_table, write_table
     from entrorouter.data.table import OutcomeTable
     from entrorouter.router import Router, RouteResult
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
 
 def __getattr__(name: str) -> Any:

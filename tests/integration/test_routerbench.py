@@ -9,7 +9,7 @@ import pytest
 
 from entrorouter.data.datasets import load_source
 from entrorouter.router import Router
-from entrorouter.training.config import TrainConfig
+from entrorouter.router.config import TrainConfig
 
 
 @pytest.mark.slow

@@ -36,9 +36,9 @@ def router_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real router for the demo pool, trained once per session (a few seconds)."""
     from entrorouter.data.demo import make_demo_table
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
-    config = TrainConfig(encoder="hashed-tfidf", sft_epochs=1, rl_iterations=2, capability="knn")
+    config = TrainConfig(encoder="hashed-tfidf", sft_epochs=1, rl_iterations=2, capability="knn", calibration_folds=3)
     router = Router(config).fit(make_demo_table(n_queries=600))
     assert router.models == POOL
     return router.save(tmp_path_factory.mktemp("serving") / "router")

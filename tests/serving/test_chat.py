@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from entrorouter.router.calibration import Calibration
 from entrorouter.serving.chat import ApiError, parse_chat_request, parse_json_body, resolve_model, routing_text
 
 BACKENDS = frozenset({"small", "large"})
+
+
+def _calibration() -> Calibration:
+    """A real curve: λ = 0, 1, 2 keep 100%, 99% and 90% of the strong model on 20,000 queries."""
+    rng = np.random.default_rng(0)
+    strong = (rng.random(20_000) < 0.8).astype(float)
+    scores = [strong * (rng.random(20_000) < r) for r in (1.0, 0.99, 0.90)]
+    costs = [np.full(20_000, c) for c in (1.0, 0.5, 0.1)]
+    return Calibration.from_outcomes(np.arange(3.0), scores, costs, strong, np.ones(20_000))
+
+
+LAM_FOR = _calibration().lam_for
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
@@ -20,23 +34,39 @@ json_values = st.recursive(
 
 
 def test_model_names() -> None:
-    assert resolve_model("entrorouter", BACKENDS, 0.3) == (0.3, None)
-    assert resolve_model("entrorouter:0", BACKENDS, 0.3) == (0.0, None)
-    assert resolve_model("entrorouter:1.5e-1", BACKENDS, 0.3) == (0.15, None)
-    assert resolve_model("large", BACKENDS, 0.3) == (None, "large")
+    assert resolve_model("entrorouter", BACKENDS, 0.3, LAM_FOR) == (0.3, None)
+    assert resolve_model("entrorouter:0", BACKENDS, 0.3, LAM_FOR) == (0.0, None)
+    assert resolve_model("entrorouter:1.5e-1", BACKENDS, 0.3, LAM_FOR) == (0.15, None)
+    assert resolve_model("large", BACKENDS, 0.3, LAM_FOR) == (None, "large")
+    assert resolve_model("entrorouter@0.97", BACKENDS, 0.3, LAM_FOR) == (1.0, None)
+    assert resolve_model("entrorouter@0.5", BACKENDS, 0.3, LAM_FOR) == (2.0, None)
+
+
+@pytest.mark.parametrize("target", ["0", "-0.5", "nan", "abc", "", "2"])
+def test_bad_target_is_400(target: str) -> None:
+    with pytest.raises(ApiError) as error:
+        resolve_model(f"entrorouter@{target}", BACKENDS, 0.3, LAM_FOR)
+    assert error.value.status == 400 and error.value.code == "invalid_target"
+
+
+def test_unreachable_target_is_400_naming_the_highest_reachable() -> None:
+    with pytest.raises(ApiError) as error:
+        resolve_model("entrorouter@1.2", BACKENDS, 0.3, LAM_FOR)
+    assert error.value.status == 400 and error.value.code == "unreachable_target"
+    assert "highest reachable retention" in error.value.message
 
 
 @pytest.mark.parametrize("lam", ["-1", "nan", "inf", "", "abc", "1e999"])
 def test_bad_lambda_is_400(lam: str) -> None:
     with pytest.raises(ApiError) as error:
-        resolve_model(f"entrorouter:{lam}", BACKENDS, 0.3)
+        resolve_model(f"entrorouter:{lam}", BACKENDS, 0.3, LAM_FOR)
     assert error.value.status == 400 and error.value.code == "invalid_lambda" and error.value.param == "model"
 
 
 @pytest.mark.parametrize("model", ["gpt-4", "entrorouter2", "Large"])
 def test_unknown_model_is_404(model: str) -> None:
     with pytest.raises(ApiError) as error:
-        resolve_model(model, BACKENDS, 0.3)
+        resolve_model(model, BACKENDS, 0.3, LAM_FOR)
     assert error.value.status == 404 and error.value.code == "model_not_found"
 
 
@@ -57,7 +87,7 @@ def test_unknown_model_is_404(model: str) -> None:
 )
 def test_invalid_fields_are_400_naming_the_param(body: object, param: str | None) -> None:
     with pytest.raises(ApiError) as error:
-        parse_chat_request(body, BACKENDS, 0.3)
+        parse_chat_request(body, BACKENDS, 0.3, LAM_FOR)
     assert error.value.status == 400
     assert error.value.param == param
     assert set(error.value.body()["error"]) == {"message", "type", "param", "code"}
@@ -87,7 +117,7 @@ def test_any_body_parses_or_is_a_clean_400(raw: bytes) -> None:
         assert exc.status == 400
         return
     try:
-        request = parse_chat_request(body, BACKENDS, 0.3)
+        request = parse_chat_request(body, BACKENDS, 0.3, LAM_FOR)
     except ApiError as exc:
         assert exc.status in (400, 404)
         assert isinstance(exc.message, str) and exc.message
@@ -129,7 +159,7 @@ messages = st.lists(
 )
 def test_valid_requests_keep_every_field(msgs: list, extra: dict) -> None:
     body = {"model": "large", "messages": msgs, **extra}
-    request = parse_chat_request(body, BACKENDS, 0.3)
+    request = parse_chat_request(body, BACKENDS, 0.3, LAM_FOR)
     assert request.direct == "large" and request.body == body
     text = routing_text(msgs, 20)
     assert len(text) <= 20

@@ -50,6 +50,19 @@ def test_lambda_in_the_model_name_sets_the_trade_off(shared_gateway: RunningGate
     assert any(chosen[0.0, t] != chosen[5.0, t] for t in texts), "λ changed nothing: the test proves nothing"
 
 
+def test_a_target_retention_in_the_model_name(shared_gateway: RunningGateway, fake, router) -> None:
+    client = sync_client(shared_gateway)
+    target = round(router.calibration.max_target() - 0.05, 3)
+    raw = client.chat.completions.with_raw_response.create(
+        model=f"entrorouter@{target}", messages=[{"role": "user", "content": QUESTION}]
+    )
+    expected = router.route([QUESTION], target_retention=target)[0].model
+    assert raw.headers["x-entrorouter-model"] == expected
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model="entrorouter@1.4", messages=[{"role": "user", "content": QUESTION}])
+    assert error.value.code == "unreachable_target" and "highest reachable retention" in str(error.value)
+
+
 def test_a_backend_name_passes_straight_through(shared_gateway: RunningGateway, fake) -> None:
     client = sync_client(shared_gateway)
     raw = client.chat.completions.with_raw_response.create(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from entrorouter.training.capability import KnnCapability, MlpCapability, make_capability
+from entrorouter.router.capability import KnnCapability, MlpCapability, make_capability
 
 
 def clustered(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

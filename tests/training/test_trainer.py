@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from entrorouter.router import Router
-from entrorouter.training.config import TrainConfig
+from entrorouter.router.config import TrainConfig
 
 from ..conftest import FAST
 

@@ -28,11 +28,7 @@ import numpy as np
 
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.table import OutcomeTable
-
-
-def lambda_grid(lam_max: float = 2.0, n: int = 40, lam_min: float = 1e-3) -> np.ndarray:
-    """λ = 0 and ``n`` log-spaced values in [lam_min, lam_max]: the shared trade-off sweep."""
-    return np.concatenate([[0.0], np.geomspace(lam_min, lam_max, n)])
+from entrorouter.router.calibration import lambda_grid
 
 
 @dataclass
@@ -77,8 +73,9 @@ class BenchmarkRouter(ABC):
     def fit(self, ctx: RoutingContext) -> None: ...
 
     def knobs(self) -> Sequence[float]:
-        """Knob values tracing the curve (called after ``fit``); default: the λ grid."""
-        return lambda_grid()
+        """Knob values tracing the curve, from the most expensive to the cheapest; the same
+        whatever the fit (cross-fitting pools folds knob by knob). Default: the λ grid."""
+        return lambda_grid().tolist()
 
     def prepare(self, features: np.ndarray, texts: Sequence[str]) -> Any:
         """Everything about a batch that does not depend on the knob (computed once per batch)."""

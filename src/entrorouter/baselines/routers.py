@@ -15,7 +15,10 @@ import torch
 from torch import nn
 
 from entrorouter.baselines.base import BenchmarkRouter, Decisions, RoutingContext, rank, register
-from entrorouter.training.capability import KnnCapability, MlpCapability
+from entrorouter.router.calibration import lambda_grid
+from entrorouter.router.capability import KnnCapability, MlpCapability
+
+KNOB_POINTS = 161  # as many as the λ grid: every router gets an equally fine knob
 
 
 class SuccessPredictorRouter(BenchmarkRouter):
@@ -171,22 +174,26 @@ class ThresholdRouter(BenchmarkRouter):
         self.predictor = MlpCapability(seed=ctx.seed, **MlpRouter.predictor_args).fit_final(
             ctx.features, ctx.train.scores
         )
-        margin = self.margin(ctx.features)
-        # Thresholds at the quantiles of the training margin: from all-strong to all-weak.
-        self.thresholds = np.unique(np.quantile(margin, np.linspace(0, 1, 41)))
+        self.train_margin = np.sort(self.margin(ctx.features))
 
     def margin(self, features: np.ndarray) -> np.ndarray:
         p = self.predictor.predict(features)
         return p[:, self.strong] - p[:, self.weak]
 
     def knobs(self) -> Sequence[float]:
-        return [*self.thresholds.tolist(), float(self.thresholds[-1]) + 1.0]
+        """Share of (training) queries sent to the strong model, from all to none: a knob that
+        means the same for every fit, unlike a raw margin threshold."""
+        return np.linspace(1.0, 0.0, KNOB_POINTS).tolist()
 
     def prepare(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         return self.margin(features)
 
     def decide(self, prepared: np.ndarray, knob: float) -> Decisions:
-        strong = prepared >= knob
+        if knob >= 1.0:
+            strong = np.ones(len(prepared), dtype=bool)
+        else:
+            # The threshold that sends a share `knob` of the training queries to the strong model.
+            strong = prepared > np.quantile(self.train_margin, 1.0 - knob)
         first = np.where(strong, self.strong, self.weak)
         return Decisions(np.stack([first, 1 - first], axis=1))
 
@@ -218,7 +225,8 @@ class CascadeRouter(BenchmarkRouter):
         )
 
     def knobs(self) -> Sequence[float]:
-        return np.linspace(0.0, 1.0, 41).tolist()
+        """Success threshold t from 1 (escalate to the end: most expensive) to 0 (cheapest)."""
+        return np.linspace(1.0, 0.0, KNOB_POINTS).tolist()
 
     def prepare(self, features: np.ndarray, texts: Sequence[str]) -> np.ndarray:
         return self.predictor.predict(features)
@@ -245,10 +253,20 @@ class EntroRouterBaseline(BenchmarkRouter):
 
     def fit(self, ctx: RoutingContext) -> None:
         from entrorouter.router import Router
-        from entrorouter.training.config import TrainConfig
+        from entrorouter.router.config import TrainConfig
 
-        config = TrainConfig(**{"seed": ctx.seed, **self.config_overrides})
+        # The benchmark cross-fits every router itself, so the router's own calibration is
+        # off; λ = 0.1 only sets where training logs its usage diagnostics.
+        config = TrainConfig(**{"seed": ctx.seed, "lam": 0.1, **self.config_overrides, "calibration_folds": 0})
         self.router = Router(config).fit(ctx.train, features=ctx.features)
+
+    @property
+    def training_log(self) -> list[dict[str, Any]]:
+        return self.router.training_log
+
+    def knobs(self) -> Sequence[float]:
+        c = self.router.config
+        return lambda_grid(c.lam_min, c.lam_max, KNOB_POINTS - 1).tolist()
 
     def prepare(self, features: np.ndarray, texts: Sequence[str]) -> Any:
         return self.router.inputs(features, texts)

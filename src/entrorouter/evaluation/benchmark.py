@@ -1,19 +1,26 @@
-"""The benchmark: every router on the same features and splits, curves, operating points.
+"""The benchmark: every router on the same features, folds and splits; curves and operating points.
 
-Protocol (DESIGN §4), for one dataset:
+Protocol (DESIGN §3.7, §4), for one dataset and every router alike:
 
-1. the training table is split once (seeded) into a *fit* part and a *validation* part
-   (``val_fraction``); every router is fitted on the fit part only;
-2. each router is swept along its knob (λ or a threshold); at every knob value it routes
-   the validation and the test queries;
-3. the operating point is chosen **on validation** (:mod:`entrorouter.evaluation.selection`:
-   cheapest point whose bootstrap-lower retention of the strongest model S reaches the
-   target) and then measured once on test; the test curve gives AIQ and APGR;
-4. S is the strongest single model on the fit part; its test accuracy and cost are the
-   reference for retention and cost reduction. Oracle, random and every single model are
-   reported as reference points.
+1. **Cross-fitted calibration.** The training split is cut into K folds (stratified by
+   task). For each fold the router is fitted on the other K − 1 folds and routes the
+   held-out fold at every value of its knob (λ, or a threshold), ordered from most
+   expensive to cheapest. Pooled, this is an out-of-fold cost–accuracy curve over *all*
+   training queries, paired with the strongest model S on the same queries.
+2. **Risk-controlled choice.** The operating point is the cheapest knob that the
+   fixed-sequence rule of :mod:`entrorouter.router.calibration` certifies to keep
+   ``target_retention`` of S with probability ≥ 1 − δ on a test set of this size.
+3. **Final fit, measured once.** The router is refitted on the whole training split and
+   routes the test split at every knob: the test curve gives AIQ and APGR, the chosen knob
+   gives the headline point.
+4. **The old rule beside it** (for one release): the fold-0 fit is the old protocol's
+   fit on 80% of train, with fold 0 as its validation split; its bootstrap-quantile choice
+   (:func:`entrorouter.evaluation.selection.select_operating_point`) is measured on test too.
 
-Nothing here looks at test outcomes before the operating point is fixed.
+S is the strongest single model on the training split; its test accuracy and cost are the
+reference for retention and cost reduction. Nothing here looks at test outcomes before the
+operating point is fixed. Ablations use the old protocol (one fit on 80%, chosen on fold 0),
+which is enough to show the collapse story at a sixth of the cost.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from entrorouter.baselines.base import REGISTRY, BenchmarkRouter, RoutingContext
 from entrorouter.baselines.routers import EntroRouterBaseline
 from entrorouter.data.cost import CostPredictor
+from entrorouter.data.splits import stratified_folds
 from entrorouter.data.table import OutcomeTable
 from entrorouter.errors import EntroRouterError
 from entrorouter.evaluation.metrics import (
@@ -46,6 +54,7 @@ from entrorouter.evaluation.metrics import (
 from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
+from entrorouter.router.calibration import Calibration
 
 # The collapse story, in the paper's form: the policy starts from scratch (uniform) and
 # reads only the query embedding, so the Soft Anchor acts only through the KL term. Each
@@ -78,9 +87,11 @@ class BenchmarkConfig:
     """How a benchmark run is set up; recorded in results.json."""
 
     target_retention: float = 0.983
-    """Share of the strongest model's accuracy an operating point must keep (on validation)."""
-    val_fraction: float = 0.2
-    """Share of the training table held out for operating-point selection."""
+    """Share of the strongest model's accuracy an operating point must keep."""
+    folds: int = 5
+    """K of the cross-fitting over the training split (fold 0 is also the old rule's validation split)."""
+    delta: float = 0.1
+    """Risk level of the selection rule: the point misses the target with probability ≤ δ."""
     seed: int = 0
     routers: Sequence[str] | None = None
     """Registry names to run (None: every applicable one)."""
@@ -88,7 +99,7 @@ class BenchmarkConfig:
     """Also train the EntroRouter ablation variants."""
     encoder: str = "minilm"
     selection_quantile: float = 0.2
-    """Bootstrap quantile of validation retention used by the selection rule."""
+    """The old rule's bootstrap quantile of validation retention (reported beside the new rule)."""
     n_boot: int = 1000
     """Bootstrap resamples for the test confidence intervals."""
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +118,27 @@ class Split:
     def texts(self) -> list[str]:
         return [str(q) for q in self.table.queries]
 
+    def subset(self, rows: np.ndarray) -> Split:
+        strongest = Routed(self.strongest.answered[rows], self.strongest.scores[rows], self.strongest.costs[rows])
+        return Split(self.table.subset(rows), self.features[rows], strongest)
+
+
+@dataclass
+class Sweep:
+    """Per-query outcomes of one fitted router along its knobs: (G, n) scores and costs."""
+
+    knobs: list[float]
+    answered: np.ndarray  # (G, n) the model that answered
+    scores: np.ndarray
+    costs: np.ndarray
+    probabilities: list[np.ndarray | None]
+
+    def routed(self, g: int) -> Routed:
+        return Routed(self.answered[g], self.scores[g], self.costs[g])
+
+    def curve(self) -> list[tuple[float, float]]:
+        return sorted(zip(self.costs.mean(axis=1).tolist(), self.scores.mean(axis=1).tolist(), strict=True))
+
 
 def bootstrap_ci(
     scores: np.ndarray, costs: np.ndarray, strong: Routed, *, n_boot: int, seed: int
@@ -116,16 +148,32 @@ def bootstrap_ci(
     idx = rng.integers(0, len(scores), size=(n_boot, len(scores)))
     acc, cost = scores[idx].mean(1), costs[idx].mean(1)
     s_acc, s_cost = strong.scores[idx].mean(1), strong.costs[idx].mean(1)
-
-    def interval(values: np.ndarray) -> list[float]:
-        return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
-
     return {
         "accuracy": interval(acc),
         "cost": interval(cost),
         "retained": interval(acc / s_acc),
         "cost_reduction": interval(1 - cost / s_cost),
     }
+
+
+def interval(values: np.ndarray) -> list[float]:
+    """The central 95% of ``values``."""
+    return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+
+
+def aiq_difference_ci(a: Sweep, b: Sweep, ref: Reference, *, n_boot: int, seed: int) -> dict[str, Any]:
+    """AIQ(a) − AIQ(b) on test with its 95% paired-bootstrap interval (same resampled queries for both)."""
+    rng = np.random.default_rng(seed)
+    n = a.scores.shape[1]
+
+    def area(sweep: Sweep, idx: np.ndarray) -> float:
+        return aiq(list(zip(sweep.costs[:, idx].mean(1), sweep.scores[:, idx].mean(1), strict=True)), ref)
+
+    diffs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        diffs.append(area(a, idx) - area(b, idx))
+    return {"difference": aiq(a.curve(), ref) - aiq(b.curve(), ref), "ci": interval(np.asarray(diffs))}
 
 
 class Benchmark:
@@ -142,97 +190,142 @@ class Benchmark:
     ) -> None:
         self.config, self.dataset = config, dataset or train.name
         self.say = progress or (lambda message: None)
-        rng = np.random.default_rng(config.seed)
-        n_val = max(1, round(config.val_fraction * train.n_queries))
-        val_mask = np.zeros(train.n_queries, dtype=bool)
-        val_mask[rng.permutation(train.n_queries)[:n_val]] = True
-        self.fit_table, val_table = train.subset(~val_mask), train.subset(val_mask)
         self.models = train.models
         test = test.select_models(self.models)
+        self.folds = stratified_folds(train, config.folds, config.seed)
 
         self.say(f"embedding queries with {config.encoder}")
-        encoder = make_encoder(config.encoder).fit([str(q) for q in self.fit_table.queries])
+        encoder = make_encoder(config.encoder).fit([str(q) for q in train.queries])
         cache = EmbeddingCache()
 
-        def embed(table: OutcomeTable) -> np.ndarray:
-            return cache.embed(encoder, [str(q) for q in table.queries])
+        def split(table: OutcomeTable) -> Split:
+            features = cache.embed(encoder, [str(q) for q in table.queries])
+            return Split(table, features, realize(table, single_model_rankings(table, s_index)))
 
-        fit_stats = self.fit_table.model_stats()
-        self.strongest = self.fit_table.strongest_model()
-        s_index = self.fit_table.model_index(self.strongest)
-        self.ctx = RoutingContext(
-            train=self.fit_table,
-            features=embed(self.fit_table),
-            cost_predictor=CostPredictor().fit(list(self.fit_table.queries), self.fit_table.costs),
-            cost_scale=float(fit_stats.loc[self.strongest, "mean_cost"]) or 1.0,
-            seed=config.seed,
-        )
-        self.val = Split(val_table, embed(val_table), realize(val_table, single_model_rankings(val_table, s_index)))
-        self.test = Split(test, embed(test), realize(test, single_model_rankings(test, s_index)))
+        self.strongest = train.strongest_model()
+        s_index = train.model_index(self.strongest)
+        self.train, self.test = split(train), split(test)
         self.ref: Reference = reference(test, strongest=self.strongest)
         self.test_oracle_share = oracle_usage(test)
+        self.test_sweeps: dict[str, Sweep] = {}  # kept for paired comparisons between routers
 
     # ------------------------------------------------------------ one router
-    def evaluate_router(self, router: BenchmarkRouter) -> dict[str, Any]:
-        """Fit, sweep, select on validation, measure on test."""
-        started = time.perf_counter()
-        router.fit(self.ctx)
-        fit_seconds = time.perf_counter() - started
-        knobs = list(router.knobs())
-        val_prepared = router.prepare(self.val.features, self.val.texts)
-        started = time.perf_counter()
-        test_prepared = router.prepare(self.test.features, self.test.texts)
-        route_seconds = time.perf_counter() - started
-        val_routed, test_routed, test_probs = [], [], []
-        for knob in knobs:
-            val_routed.append(realize(self.val.table, router.decide(val_prepared, knob).rankings))
-            started = time.perf_counter()
-            decisions = router.decide(test_prepared, knob)
-            route_seconds += time.perf_counter() - started
-            test_routed.append(realize(self.test.table, decisions.rankings))
-            test_probs.append(decisions.probabilities)
-        point = select_operating_point(
-            [r.scores for r in val_routed],
-            [r.costs for r in val_routed],
-            self.val.strongest.scores,
-            target=self.config.target_retention,
-            quantile=self.config.selection_quantile,
+    def context(self, rows: np.ndarray) -> RoutingContext:
+        """What a router is fitted with: the training rows ``rows`` (a boolean mask) only."""
+        table = self.train.table.subset(rows)
+        return RoutingContext(
+            train=table,
+            features=self.train.features[rows],
+            cost_predictor=CostPredictor().fit([str(q) for q in table.queries], table.costs),
+            cost_scale=float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0,
             seed=self.config.seed,
         )
-        plain = select_operating_point(
-            [r.scores for r in val_routed],
-            [r.costs for r in val_routed],
-            self.val.strongest.scores,
-            target=self.config.target_retention,
-            quantile=None,
+
+    def sweep(self, router: BenchmarkRouter, split: Split) -> Sweep:
+        """Route ``split`` at every knob of a fitted router."""
+        knobs = list(router.knobs())
+        prepared = router.prepare(split.features, split.texts)
+        answered = np.empty((len(knobs), split.table.n_queries), dtype=np.int64)
+        scores = np.empty(answered.shape)
+        costs = np.empty(answered.shape)
+        probabilities = []
+        for g, knob in enumerate(knobs):
+            decisions = router.decide(prepared, knob)
+            routed = realize(split.table, decisions.rankings)
+            answered[g], scores[g], costs[g] = routed.answered, routed.scores, routed.costs
+            probabilities.append(decisions.probabilities)
+        return Sweep(knobs, answered, scores, costs, probabilities)
+
+    def evaluate_router(self, make: Callable[[], BenchmarkRouter], *, cross_fit: bool = True) -> dict[str, Any]:
+        """The protocol of the module doc for one router (``cross_fit=False``: the old rule only)."""
+        c = self.config
+        started = time.perf_counter()
+        first = make()
+        held = self.folds == 0
+        first.fit(self.context(~held))
+        fit_seconds = time.perf_counter() - started
+        val = self.train.subset(held)
+        val_sweep, test_sweep = self.sweep(first, val), self.sweep(first, self.test)
+        legacy = self.legacy_point(val_sweep, val, test_sweep)
+        legacy.update(self.curve_metrics(test_sweep), training_log=getattr(first, "training_log", None))
+        if not cross_fit:
+            return legacy | {"fit_seconds": fit_seconds}
+
+        knobs = val_sweep.knobs
+        scores = np.empty((len(knobs), self.train.table.n_queries))
+        costs = np.empty_like(scores)
+        scores[:, held], costs[:, held] = val_sweep.scores, val_sweep.costs
+        for fold in range(1, c.folds):
+            held = self.folds == fold
+            started = time.perf_counter()
+            router = make()
+            router.fit(self.context(~held))
+            fit_seconds += time.perf_counter() - started
+            out = self.sweep(router, self.train.subset(held))
+            if out.knobs != knobs:
+                raise EntroRouterError(f"{router.name}: knobs differ between folds; they must not depend on the fit")
+            scores[:, held], costs[:, held] = out.scores, out.costs
+        calibration = Calibration.from_outcomes(
+            np.asarray(knobs),
+            scores,
+            costs,
+            self.train.strongest.scores,
+            self.train.strongest.costs,
+            delta=c.delta,
+            future_queries=self.test.table.n_queries,
         )
-        chosen, probs = test_routed[point.index], test_probs[point.index]
-        result = self.point_metrics(chosen, probs)
-        plain_test = test_routed[plain.index]
-        curve = sorted((r.cost, r.accuracy) for r in test_routed)
+        certified = calibration.certified(c.target_retention)
+        index = max(certified - 1, 0)
+
+        started = time.perf_counter()
+        final = make()
+        final.fit(self.context(np.ones(self.train.table.n_queries, dtype=bool)))
+        fit_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        sweep = self.sweep(final, self.test)
+        route_seconds = time.perf_counter() - started
+        self.test_sweeps[final.name] = sweep
+        result = self.point_metrics(sweep.routed(index), sweep.probabilities[index])
         result.update(
-            aiq=aiq(curve, self.ref),
-            apgr=apgr(curve, self.ref),
-            curve=[[c, a] for c, a in curve],
-            knob=knobs[point.index],
-            validation={
-                "accuracy": point.accuracy,
-                "cost": point.cost,
-                "retained": point.retained,
-                "retained_lower": point.retained_lower,
-                "accepted": point.accepted,
+            self.curve_metrics(sweep),
+            knob=knobs[index],
+            calibration={
+                "certified": certified > 0,
+                "retained": float(calibration.retention[index]),
+                "retained_lower": float(calibration.retention_lower()[index]),
+                "cost_reduction": float(calibration.cost_reduction[index]),
+                "n": calibration.n,
+                "curve": np.stack([calibration.retention, calibration.cost_reduction], axis=1).tolist(),
             },
-            plain_rule={
-                "knob": knobs[plain.index],
-                "accuracy": plain_test.accuracy,
-                "cost": plain_test.cost,
-                "retained": self.ref.retained(plain_test.accuracy),
-                "cost_reduction": self.ref.cost_reduction(plain_test.cost),
-            },
+            legacy_rule={k: legacy[k] for k in ("knob", "retained", "cost_reduction", "accuracy", "cost", "aiq")},
+            training_log=getattr(final, "training_log", None),
             fit_seconds=fit_seconds,
             sweep_seconds=route_seconds,
         )
         return result
+
+    def legacy_point(self, val_sweep: Sweep, val: Split, test_sweep: Sweep) -> dict[str, Any]:
+        """The old rule: bootstrap-quantile retention on one validation split (fold 0), measured on test."""
+        point = select_operating_point(
+            list(val_sweep.scores),
+            list(val_sweep.costs),
+            val.strongest.scores,
+            target=self.config.target_retention,
+            quantile=self.config.selection_quantile,
+            seed=self.config.seed,
+        )
+        result = self.point_metrics(test_sweep.routed(point.index), test_sweep.probabilities[point.index])
+        result["knob"] = val_sweep.knobs[point.index]
+        result["validation"] = {
+            "retained": point.retained,
+            "retained_lower": point.retained_lower,
+            "accepted": point.accepted,
+        }
+        return result
+
+    def curve_metrics(self, sweep: Sweep) -> dict[str, Any]:
+        curve = sweep.curve()
+        return {"aiq": aiq(curve, self.ref), "apgr": apgr(curve, self.ref), "curve": [[c, a] for c, a in curve]}
 
     def point_metrics(self, routed: Routed, probs: np.ndarray | None) -> dict[str, Any]:
         usage = routed.usage(len(self.models))
@@ -300,18 +393,29 @@ class Benchmark:
             raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")
         return names
 
-    def make_router(self, name: str) -> BenchmarkRouter:
+    def make_router(self, name: str, **overrides: Any) -> BenchmarkRouter:
         if name == "entrorouter":
-            return EntroRouterBaseline(encoder=self.config.encoder, **self.config.train_config)
+            return EntroRouterBaseline(encoder=self.config.encoder, **{**self.config.train_config, **overrides})
         return REGISTRY[name]()
+
+    def run_routers(self) -> dict[str, dict[str, Any]]:
+        """Every applicable router through the full protocol."""
+        out = {}
+        probe = self.context(np.ones(self.train.table.n_queries, dtype=bool))
+        for name in self.router_names():
+            if not self.make_router(name).applicable(probe):
+                self.say(f"{name}: not applicable to a {len(self.models)}-model pool, skipped")
+                continue
+            self.say(f"{name}: cross-fitting ({self.config.folds} folds), final fit and sweep")
+            out[name] = self.evaluate_router(lambda name=name: self.make_router(name))
+        return out
 
     def run(self) -> dict[str, Any]:
         results: dict[str, Any] = {
             "dataset": self.dataset,
-            "n_train": self.fit_table.n_queries + self.val.table.n_queries,
-            "n_fit": self.fit_table.n_queries,
-            "n_val": self.val.table.n_queries,
+            "n_train": self.train.table.n_queries,
             "n_test": self.test.table.n_queries,
+            "folds": self.config.folds,
             "models": list(self.models),
             "strongest_model": self.strongest,
             "strongest_accuracy": self.ref.strongest_accuracy,
@@ -323,31 +427,36 @@ class Benchmark:
             "single_models": self.single_models(),
             "routers": self.reference_routers(),
         }
-        for name in self.router_names():
-            router = self.make_router(name)
-            if not router.applicable(self.ctx):
-                self.say(f"{name}: not applicable to a {len(self.models)}-model pool, skipped")
-                continue
-            self.say(f"{name}: fitting and sweeping")
-            results["routers"][name] = self.evaluate_router(router)
-            if isinstance(router, EntroRouterBaseline):
-                results["routers"][name]["training_curve"] = training_curve(router.router.training_log)
+        for name, result in self.run_routers().items():
+            log = result.pop("training_log", None)
+            if log is not None:
+                result["training_curve"] = training_curve(log)
+            results["routers"][name] = result
+        results["aiq_vs_best_baseline"] = self.aiq_comparison(results["routers"])
         if self.config.ablations:
-            results["ablations"] = self.run_ablations(results["routers"].get("entrorouter"))
+            results["ablations"] = self.run_ablations()
         return results
 
-    def run_ablations(self, full: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    def aiq_comparison(self, routers: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        """EntroRouter's test AIQ minus the best baseline's, with a paired-bootstrap 95% CI."""
+        baselines = [n for n in self.test_sweeps if n != "entrorouter"]
+        if "entrorouter" not in self.test_sweeps or not baselines:
+            return None
+        best = max(baselines, key=lambda n: routers[n]["aiq"])
+        ci = aiq_difference_ci(
+            self.test_sweeps["entrorouter"], self.test_sweeps[best], self.ref, n_boot=200, seed=self.config.seed
+        )
+        return {"baseline": best, **ci}
+
+    def run_ablations(self) -> dict[str, dict[str, Any]]:
+        """Every ablation under the old protocol (one fit on 80% of train, chosen on fold 0)."""
         out = {}
         for name, overrides in ABLATIONS.items():
-            if name == "entrorouter" and full is not None:
-                out[name] = full  # the full method is already trained above
-                continue
             self.say(f"ablation {name}: fitting and sweeping")
-            router = EntroRouterBaseline(encoder=self.config.encoder, **{**self.config.train_config, **overrides})
-            out[name] = self.evaluate_router(router)
-            out[name]["training_curve"] = training_curve(router.router.training_log)
-        for name in out:
-            out[name]["label"] = ABLATION_LABELS[name]
+            result = self.evaluate_router(lambda o=overrides: self.make_router("entrorouter", **o), cross_fit=False)
+            result["training_curve"] = training_curve(result.pop("training_log") or [])
+            result["label"] = ABLATION_LABELS[name]
+            out[name] = result
         return out
 
 

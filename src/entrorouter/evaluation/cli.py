@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from entrorouter.errors import EntroRouterError
 
 
@@ -16,8 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "benchmark",
         help="compare EntroRouter with every baseline: curves, operating points, report",
-        description="Fit every router on the training table (a validation share carved out), sweep each "
-        "along its knob, choose operating points on validation, measure on test.",
+        description="Fit every router on the training table with K-fold cross-fitting, choose each router's "
+        "operating point by a risk-controlled rule on its out-of-fold curve, refit on all training rows and "
+        "measure once on test. With --resplits N: repeat on N random train/test resplits and report how often "
+        "the chosen point misses the target on held-out data.",
     )
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -38,10 +42,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--target-retention",
         type=float,
         default=0.983,
-        help="share of the strongest model's accuracy an operating point must keep on validation (default 0.983)",
+        help="share of the strongest model's accuracy an operating point must keep (default 0.983)",
+    )
+    bench.add_argument("--folds", type=int, default=5, help="K of the K-fold cross-fitting (default 5)")
+    bench.add_argument(
+        "--delta",
+        type=float,
+        default=0.1,
+        help="risk level: a chosen point may miss the target with probability at most δ (default 0.1)",
+    )
+    bench.add_argument(
+        "--resplits",
+        type=int,
+        help="run the resplit study instead: N random train/test resplits (stratified by task), "
+        "violation rates and cost reductions over them; writes resplits.json and resplits.md",
     )
     bench.add_argument("--routers", help="comma-separated router names (default: all)")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
@@ -52,15 +69,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from entrorouter.data.datasets import DATASETS, dataset_name, load_source
     from entrorouter.evaluation.benchmark import BenchmarkConfig
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     if not 0 < args.target_retention <= 1.5:
         raise EntroRouterError(f"--target-retention must be a fraction such as 0.983, got {args.target_retention}")
+    if args.folds < 2:
+        raise EntroRouterError(f"--folds must be at least 2, got {args.folds}")
+    if not 0 < args.delta < 1:
+        raise EntroRouterError(f"--delta must be in (0, 1), got {args.delta}")
+    if args.resplits is not None and args.resplits < 1:
+        raise EntroRouterError(f"--resplits must be at least 1, got {args.resplits}")
     overrides = {}
     if args.config:
         overrides = {k: v for k, v in TrainConfig.load(args.config).to_dict().items() if v != getattr(TrainConfig(), k)}
     config = BenchmarkConfig(
         target_retention=args.target_retention,
+        folds=args.folds,
+        delta=args.delta,
         seed=args.seed,
         routers=[r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else None,
         ablations=args.ablations,
@@ -77,6 +102,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
             load_source(args.train, data_dir_path=args.data_dir),
             load_source(args.test, data_dir_path=args.data_dir),
         )
+        if args.resplits:
+            raise EntroRouterError("--resplits works on --dataset (a table with its own train/test split)")
         run_one(train, test, config, args.out, dataset=train.name, command=command)
         return 0
     names = []
@@ -91,8 +118,44 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for name in dict.fromkeys(names):
         table = load_source(name, data_dir_path=args.data_dir)
         out = args.out / name if len(set(names)) > 1 else args.out
-        run_one(table.split("train"), table.split("test"), config, out, dataset=name, command=command)
+        if args.resplits:
+            run_resplit_study(table, config, args.resplits, out, dataset=name, command=command)
+        else:
+            run_one(table.split("train"), table.split("test"), config, out, dataset=name, command=command)
     return 0
+
+
+def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str, command: str) -> dict:
+    from tqdm.auto import tqdm
+
+    from entrorouter.data.io import write_text_atomic
+    from entrorouter.evaluation.resplits import render_resplits, run_resplits
+
+    test_fraction = float(np.mean(table.splits == "test"))
+    started = time.perf_counter()
+    with tqdm(desc=f"{dataset} resplits", unit="step", leave=True) as bar:
+
+        def say(message: str) -> None:
+            bar.set_postfix_str(message[:70])
+            bar.update()
+
+        study = run_resplits(
+            table, config, n_resplits=n_resplits, test_fraction=test_fraction, dataset=dataset, progress=say
+        )
+    seconds = time.perf_counter() - started
+    study["seconds"] = seconds
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "resplits.json", json.dumps(study, indent=1) + "\n")
+    write_text_atomic(out / "resplits.md", render_resplits(study, command=command, seconds=seconds))
+    entro = study["summary"].get("entrorouter")
+    summary = f"{dataset}: {n_resplits} resplits in {seconds / 60:.1f} min; results in {out}"
+    if entro:
+        summary += (
+            f"; EntroRouter violations {entro['violations']}/{n_resplits}, "
+            f"mean cost reduction {entro['mean_cost_reduction']:.1%}"
+        )
+    print(summary)
+    return study
 
 
 def run_one(train, test, config, out: Path, *, dataset: str, command: str) -> dict:

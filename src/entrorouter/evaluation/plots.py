@@ -73,7 +73,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("mean cost per query (US$, log scale)")
     ax.set_ylabel("accuracy on the test split")
-    ax.set_title(f"{results['dataset']}: cost–accuracy on test (◆ = operating point chosen on validation)")
+    ax.set_title(f"{results['dataset']}: cost–accuracy on test (◆ = risk-controlled operating point)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)

@@ -30,6 +30,11 @@ def text_key(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
+def key_array(keys: Sequence[bytes]) -> np.ndarray:
+    """(n, 16) uint8 array of :func:`text_key` keys, the form safetensors stores."""
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
+
+
 class EmbeddingCache:
     """Embeds texts with an encoder, reusing vectors computed before."""
 
@@ -85,7 +90,6 @@ class EmbeddingCache:
         from safetensors.numpy import save_file
 
         name = f"{uuid.uuid4().hex}.safetensors"
-        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 16)
         with atomic_path(self.root / cache_id / name) as tmp:
-            save_file({"keys": key_array, "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp))
+            save_file({"keys": key_array(keys), "vectors": np.ascontiguousarray(vectors, dtype=np.float32)}, str(tmp))
         self._seen_shards.setdefault(cache_id, set()).add(name)

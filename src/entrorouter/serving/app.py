@@ -72,6 +72,7 @@ class Gateway:
         self._probe_client: httpx.AsyncClient | None = None  # /readyz: never queued behind traffic
         self._in_flight = 0
         self._readiness: tuple[float, dict[str, Any]] | None = None
+        self._target_lams: dict[float, float] = {}
 
     @classmethod
     def load(cls, config: GatewayConfig) -> Gateway:
@@ -80,6 +81,21 @@ class Gateway:
             backend.api_key()  # fails now, not on the first request, when its env var is unset
         keys = () if config.auth.disabled else config.auth.load_keys(config.source)
         return cls(config, keys)
+
+    def lam_for_target(self, target: float) -> float:
+        """λ for ``entrorouter@<target>``: the router's calibration curve (as its workers
+        reported it), cached per target."""
+        if target not in self._target_lams:
+            from entrorouter.router.calibration import Calibration
+
+            assert self.router is not None
+            if self.router.calibration is None:
+                raise EntroRouterError(
+                    "this router has no calibration curve (trained with calibration_folds = 0): route with a λ instead"
+                )
+            curve = Calibration.from_dict(self.router.calibration, source=str(self.config.router))
+            self._target_lams[target] = curve.lam_for(target)
+        return self._target_lams[target]
 
     # ------------------------------------------------------------ lifecycle
     def start_router(self) -> None:
@@ -221,7 +237,7 @@ class Gateway:
     async def _route_and_forward(self, raw: bytes, record: dict[str, Any], received: float) -> Response:
         try:
             assert self.router is not None
-            chat = parse_chat_request(parse_json_body(raw), self.backend_names, self.router.lam)
+            chat = parse_chat_request(parse_json_body(raw), self.backend_names, self.router.lam, self.lam_for_target)
         except ApiError as exc:
             return self._refused(exc, record)
         record.update(model=chat.body["model"][:100], stream=chat.stream)

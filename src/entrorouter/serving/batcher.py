@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -58,10 +59,11 @@ class Routed:
 
 @dataclass(frozen=True)
 class RouterSummary:
-    """What the gateway needs to know about the router: its pool and default λ."""
+    """What the gateway needs to know about the router: its pool, default λ and calibration curve."""
 
     models: tuple[str, ...]
     lam: float
+    calibration: dict[str, Any] | None  # ``Calibration.to_dict()``, None when the router has none
 
 
 @dataclass
@@ -114,7 +116,7 @@ class _Worker:
             raise RoutingError(f"router worker {self.name} exited while starting") from None
         if status != "ready":
             raise RoutingError(f"router worker {self.name} failed to start: {detail}")
-        return RouterSummary(tuple(detail["models"]), float(detail["lam"]))
+        return RouterSummary(tuple(detail["models"]), float(detail["lam"]), detail["calibration"])
 
     @property
     def alive(self) -> bool:
@@ -341,7 +343,7 @@ def _deliver(pending: _Pending, *, result: Routed | None = None, exception: Exce
 def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> None:
     """Load the router, say "ready", then route batches until the pipe says stop or closes.
 
-    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam"})`` once,
+    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam", "calibration"})`` once,
     then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
     """
     import torch
@@ -355,7 +357,8 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"models": list(router.models), "lam": router.lam}))
+    calibration = None if router.calibration is None else router.calibration.to_dict()
+    conn.send(("ready", {"models": list(router.models), "lam": router.lam, "calibration": calibration}))
     while True:
         try:
             message = conn.recv()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from entrorouter.errors import EntroRouterError
 from entrorouter.serving.config import ROUTER_MODEL
 
 
@@ -71,44 +72,62 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-def parse_chat_request(body: Any, backends: Collection[str], default_lam: float) -> ChatRequest:
-    """Validate a parsed body; 400 for an invalid field, 404 for an unknown model."""
+def parse_chat_request(
+    body: Any, backends: Collection[str], default_lam: float, lam_for_target: Callable[[float], float]
+) -> ChatRequest:
+    """Validate a parsed body; 400 for an invalid field, 404 for an unknown model.
+
+    ``lam_for_target`` turns a retention target (``entrorouter@0.98``) into a λ through the
+    router's calibration curve, raising EntroRouterError when the target is unreachable.
+    """
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     _check_messages(body.get("messages"))
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", param="stream")
-    lam, direct = resolve_model(body.get("model"), backends, default_lam)
+    lam, direct = resolve_model(body.get("model"), backends, default_lam, lam_for_target)
     return ChatRequest(body=body, stream=bool(stream), lam=lam, direct=direct)
 
 
-def resolve_model(model: Any, backends: Collection[str], default_lam: float) -> tuple[float | None, str | None]:
-    """``(λ, None)`` for ``entrorouter`` / ``entrorouter:<λ>``, ``(None, name)`` for a backend."""
+def resolve_model(
+    model: Any, backends: Collection[str], default_lam: float, lam_for_target: Callable[[float], float]
+) -> tuple[float | None, str | None]:
+    """``(λ, None)`` for ``entrorouter`` / ``entrorouter:<λ>`` / ``entrorouter@<target retention>``,
+    ``(None, name)`` for a backend."""
     if not isinstance(model, str) or not model:
         raise ApiError(400, "'model' must be a non-empty string", param="model")
     if model == ROUTER_MODEL:
         return default_lam, None
-    if model.startswith(ROUTER_MODEL + ":"):
+    for separator, what, code in ((":", "λ", "invalid_lambda"), ("@", "target retention", "invalid_target")):
+        if not model.startswith(ROUTER_MODEL + separator):
+            continue
         text = model[len(ROUTER_MODEL) + 1 :]
         try:
-            lam = float(text)
+            value = float(text)
         except ValueError:
-            lam = math.nan
-        if not math.isfinite(lam) or lam < 0:
+            value = math.nan
+        valid = math.isfinite(value) and (value >= 0 if separator == ":" else 0 < value <= 1.5)
+        if not valid:
+            expected = "a finite number λ >= 0" if separator == ":" else "a fraction such as 0.98"
             raise ApiError(
                 400,
-                f"'{ROUTER_MODEL}:<λ>' needs a finite number λ >= 0, got {text[:40]!r}",
+                f"'{ROUTER_MODEL}{separator}<{what}>' needs {expected}, got {text[:40]!r}",
                 param="model",
-                code="invalid_lambda",
+                code=code,
             )
-        return lam, None
+        if separator == ":":
+            return value, None
+        try:
+            return lam_for_target(value), None
+        except EntroRouterError as exc:
+            raise ApiError(400, str(exc), param="model", code="unreachable_target") from None
     if model in backends:
         return None, model
     raise ApiError(
         404,
-        f"the model {model[:100]!r} does not exist; use {ROUTER_MODEL!r}, '{ROUTER_MODEL}:<λ>' "
-        "or a backend listed by GET /v1/models",
+        f"the model {model[:100]!r} does not exist; use {ROUTER_MODEL!r}, '{ROUTER_MODEL}:<λ>', "
+        f"'{ROUTER_MODEL}@<target retention>' or a backend listed by GET /v1/models",
         param="model",
         code="model_not_found",
     )

@@ -18,7 +18,8 @@ from typing import Any
 from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, parse_backends
 from entrorouter.errors import ConfigError
 
-#: The model name clients send to have the router choose; ``ROUTER_MODEL:<λ>`` sets λ.
+#: The model name clients send to have the router choose; ``ROUTER_MODEL:<λ>`` sets λ and
+#: ``ROUTER_MODEL@<target retention>`` (e.g. entrorouter@0.98) asks for a share of the strongest model.
 ROUTER_MODEL = "entrorouter"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -211,7 +212,7 @@ def parse_gateway_config(raw: dict[str, Any], *, source: str, base_dir: Path) ->
         raise ConfigError(f"{source}: router: expected the path of a router directory (from `entrorouter train`)")
     backends = tuple(parse_backends(raw.get("backends"), source))
     for backend in backends:
-        if backend.name == ROUTER_MODEL or backend.name.startswith(ROUTER_MODEL + ":"):
+        if backend.name == ROUTER_MODEL or backend.name.startswith((ROUTER_MODEL + ":", ROUTER_MODEL + "@")):
             raise ConfigError(f"{source}: backend name {backend.name!r} is reserved for the router")
     # A missing ``auth`` section fails in AuthConfig: an open gateway must be asked for.
     sections = {name: _parse_section(raw.get(name), name, cls, source) for name, cls in SECTIONS.items()}

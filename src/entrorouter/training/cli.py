@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from entrorouter.errors import EntroRouterError
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--router", required=True, type=Path, help="router directory")
     evaluate.add_argument("--data", required=True, help="outcome table or dataset name")
     evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
-    evaluate.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    _knob_arguments(evaluate)
     _split_argument(evaluate, "test")
     _data_dir_argument(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -44,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     route = subparsers.add_parser("route", help="route one query")
     route.add_argument("--router", required=True, type=Path, help="router directory")
     route.add_argument("query", help="the query text")
-    route.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    _knob_arguments(route)
     route.add_argument(
         "--cost-weight",
         type=float,
@@ -79,6 +81,29 @@ def _split_argument(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
+def _knob_arguments(parser: argparse.ArgumentParser) -> None:
+    knob = parser.add_mutually_exclusive_group()
+    knob.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
+    knob.add_argument(
+        "--target-retention",
+        type=float,
+        help="share of the strongest model's accuracy to keep, e.g. 0.98: the router's calibration curve "
+        "turns it into the cheapest λ certified for it",
+    )
+
+
+def _resolve_lam(router: Router, args: argparse.Namespace) -> float:
+    """λ from --lam / --target-retention / the router's default, warning when beyond the trained range."""
+    lam = router.lam_for(args.lam, args.target_retention)
+    if lam > router.config.lam_max:
+        print(
+            f"warning: λ = {lam:.4g} is beyond the range the router was trained for "
+            f"([0, {router.config.lam_max:.4g}]); its decisions there are extrapolated",
+            file=sys.stderr,
+        )
+    return lam
+
+
 def _data_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="folder of the public datasets (default: $ENTROROUTER_DATA_DIR)")
 
@@ -95,7 +120,7 @@ def select_split(table: OutcomeTable, split: str, default: str) -> OutcomeTable:
 
 
 def _train_config(args: argparse.Namespace):
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     config = TrainConfig.load(args.config) if getattr(args, "config", None) else TrainConfig()
     overrides: dict[str, Any] = {}
@@ -126,7 +151,37 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"saved router to {args.out} in {time.perf_counter() - started:.1f}s: default λ {router.lam:.4g}, "
         f"best validation reward {best:.4f}; log in {args.out / 'training_log.jsonl'}"
     )
+    _print_calibration(router)
     return 0
+
+
+def _print_calibration(router: Router) -> None:
+    """What the calibration curve says about the default λ, and warnings a user should see."""
+    calibration = router.calibration
+    if calibration is None:
+        return
+    target = router.config.target_retention
+    if router.config.lam is None and not router.trained_on.get("target_reached", True):
+        print(
+            f"warning: no λ is certified to keep {target:.1%} of the strongest model "
+            f"(the highest reachable is {calibration.max_target():.2%}); the default λ is the most accurate one",
+            file=sys.stderr,
+        )
+        return
+    index = int(np.searchsorted(calibration.lams, router.lam))
+    lower = calibration.retention_lower()[index]
+    print(
+        f"calibration ({router.config.calibration_folds}-fold, {calibration.n} queries, out of fold): at λ "
+        f"{router.lam:.4g} retention {calibration.retention[index]:.2%} (≥ {lower:.2%} with "
+        f"{1 - calibration.delta:.0%} confidence), cost reduction {calibration.cost_reduction[index]:.1%}"
+    )
+    if calibration.retention[index] - lower > 0.01:
+        print(
+            f"warning: with {calibration.n} training queries the retention of a λ is known only to about "
+            f"±{calibration.retention[index] - lower:.1%}; the chosen λ is conservative. More outcomes "
+            "give a cheaper certified point.",
+            file=sys.stderr,
+        )
 
 
 def _load_router(path: Path, *, cache: bool = False) -> Router:
@@ -145,7 +200,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     router = _load_router(args.router, cache=True)
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "test")
-    result = router.evaluate(table, lam=args.lam)
+    lam = _resolve_lam(router, args)
+    result = router.evaluate(table, lam=lam) | {"target_retention": args.target_retention}
+    if result["trained_on_share"] > 0:
+        print(
+            f"warning: {result['trained_on_share']:.0%} of these queries were training queries of this router; "
+            "results on them are optimistic (use the table's test split, or --split)",
+            file=sys.stderr,
+        )
     _print_headline(result, title=f"{table.name}: {result['n_queries']} queries, λ = {result['lam']:.4g}")
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
@@ -157,7 +219,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     router = _load_router(args.router)
     if not args.query.strip():
         raise EntroRouterError("the query is empty")
-    result = router.route([args.query], lam=args.lam, cost_weight=args.cost_weight)[0]
+    result = router.route([args.query], lam=_resolve_lam(router, args), cost_weight=args.cost_weight)[0]
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -172,7 +234,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from entrorouter.data.datasets import load_source
     from entrorouter.data.demo import make_demo_table
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     if args.data is None:
         table = make_demo_table(seed=args.seed)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from entrorouter.evaluation.metrics import expert_suppression
 from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
-from entrorouter.training.config import TrainConfig
+from entrorouter.router.config import TrainConfig
 
 LogFn = Callable[[dict[str, Any]], None]
 

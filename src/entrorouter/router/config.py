@@ -28,14 +28,21 @@ class TrainConfig:
     # --- trade-off
     lam: float | None = None
     """Default accuracy-cost trade-off λ used when a request does not set one (reward is
-    score − λ·cost/C, C the strongest model's mean cost on the training data). None: pick
-    it on the validation split as the cheapest λ that keeps ``target_retention``."""
+    score − λ·cost/C, C the strongest model's mean cost on the training data). None: the
+    cheapest λ certified to keep ``target_retention`` (see :mod:`entrorouter.router.calibration`)."""
     target_retention: float = 0.983
-    """With ``lam`` None: share of the strongest model's accuracy the default λ must keep,
-    at the ``selection_quantile`` of a paired bootstrap on validation (see
-    :mod:`entrorouter.evaluation.selection`)."""
-    selection_quantile: float = 0.2
-    """Bootstrap quantile used for that choice; lower is more cautious."""
+    """With ``lam`` None: share of the strongest model's accuracy the default λ must keep."""
+    calibration_folds: int = 5
+    """K of the K-fold cross-fitting that measures the calibration curve (λ → out-of-fold
+    retention and cost) on every training query; costs K more fits. 0: no curve (then
+    ``lam`` must be given, and routing by target retention is unavailable)."""
+    calibration_points: int = 160
+    """Log-spaced λ of the calibration grid (besides λ = 0): the fineness of the knob."""
+    risk_delta: float = 0.1
+    """δ of the risk-control rule: the chosen λ keeps the target with probability ≥ 1 − δ."""
+    future_queries: int | None = None
+    """Size of the future query batch the guarantee speaks about; None: the expected
+    retention on future traffic (see :mod:`entrorouter.router.calibration`)."""
     lam_max: float = 2.0
     """The policy is λ-conditioned: it trains on λ drawn from [0, lam_max] (log-uniform
     above lam_min, plus λ = 0), so one router serves every trade-off in that range."""
@@ -147,7 +154,10 @@ class TrainConfig:
         )
         need(self.lam is None or self.lam >= 0, "lam", "None or a number >= 0")
         need(0 < self.target_retention <= 1.5, "target_retention", "a fraction such as 0.983")
-        need(0 < self.selection_quantile < 1, "selection_quantile", "a number in (0, 1)")
+        need(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds", "0 or an integer >= 2")
+        need(self.calibration_folds or self.lam is not None, "calibration_folds", "> 0 when lam is None")
+        need(0 < self.risk_delta < 1, "risk_delta", "a number in (0, 1)")
+        need(self.future_queries is None or self.future_queries >= 1, "future_queries", "None or an integer >= 1")
         need(0 < self.lam_min < self.lam_max, "lam_max", "a number above lam_min")
         for name in (
             "anchor_temperature",
@@ -159,7 +169,7 @@ class TrainConfig:
         ):
             need(getattr(self, name) > 0, name, "a number > 0")
         need(self.batch_size is None or self.batch_size >= 1, "batch_size", "None or an integer >= 1")
-        for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters"):
+        for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters", "calibration_points"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
         need(self.capability_folds >= 2, "capability_folds", "an integer >= 2")
         need(0 <= self.smoothing < 1, "smoothing", "a number in [0, 1)")

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,27 +26,19 @@ import torch.nn.functional as F
 from entrorouter import __version__
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.io import atomic_path, write_text_atomic
-from entrorouter.data.table import OutcomeTable
 from entrorouter.errors import EntroRouterError
-from entrorouter.evaluation.metrics import (
-    Reference,
-    entropy,
-    expert_suppression,
-    oracle_usage,
-    realize,
-    reference,
-    single_model_rankings,
-)
-from entrorouter.evaluation.selection import select_operating_point
-from entrorouter.features.cache import EmbeddingCache
-from entrorouter.features.encoders import Encoder, encoder_from_state, make_encoder
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input, policy_input_dim
-from entrorouter.training.capability import CapabilityEstimator, as_float_tensor, make_capability
-from entrorouter.training.config import TrainConfig
-from entrorouter.training.trainer import RoutingData, Trainer
+from entrorouter.features.cache import EmbeddingCache, key_array, text_key
+from entrorouter.features.encoders import Encoder, encoder_from_state
+from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
+from entrorouter.router.calibration import Calibration
+from entrorouter.router.capability import CapabilityEstimator, as_float_tensor, make_capability
+from entrorouter.router.config import TrainConfig
+
+if TYPE_CHECKING:
+    from entrorouter.data.table import OutcomeTable
 
 FORMAT = "entrorouter-router"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: calibration curve and training-query hashes
 CONFIG_FILE, WEIGHTS_FILE, LOG_FILE = "config.json", "weights.safetensors", "training_log.jsonl"
 
 
@@ -91,6 +82,12 @@ class Router:
         self.training_log: list[dict[str, Any]] = []
         self.trained_on: dict[str, Any] = {}
         self.default_lam: float = self.config.lam if self.config.lam is not None else 0.0
+        #: λ → out-of-fold retention and cost (K-fold cross-fitting at training time), used to
+        #: turn a retention target into a λ; None when trained without it.
+        self.calibration: Calibration | None = None
+        #: Hashes (features.cache.text_key) of the training queries' texts, so an evaluation
+        #: on training rows can be recognised.
+        self.trained_query_keys: frozenset[bytes] = frozenset()
         #: Disk cache for embeddings; training sets one, a loaded router has none (so a
         #: serving router never writes request texts to disk) unless the caller assigns it.
         self.cache: EmbeddingCache | None = None
@@ -128,107 +125,15 @@ class Router:
         progress: bool = False,
         cache: EmbeddingCache | None = None,
     ) -> Router:
-        """Train on every row of ``table`` (a validation share is carved out internally).
+        """Train on every row of ``table`` (see :func:`entrorouter.training.fit.fit_router`).
 
         ``features`` may pass precomputed embeddings of ``table.queries`` (same encoder).
+        Training lives in :mod:`entrorouter.training`, imported here on first use only, so
+        loading and routing never import it.
         """
-        c = self.config
-        if table.n_queries < 20:
-            raise EntroRouterError(f"table {table.name!r} has {table.n_queries} queries; training needs at least 20")
-        if table.n_models < 2:
-            raise EntroRouterError(f"table {table.name!r} has {table.n_models} model; routing needs at least 2")
-        unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
-        if unseen:
-            raise EntroRouterError(
-                f"table {table.name!r} has no outcome at all for model(s) {unseen}: nothing to learn about them; "
-                "collect some outcomes or leave the model(s) out"
-            )
-        torch.manual_seed(c.seed)
-        rng = np.random.default_rng(c.seed)
-        self.models = table.models
-        self.cache = cache or self.cache or EmbeddingCache()
-        texts = [str(q) for q in table.queries]
+        from entrorouter.training.fit import fit_router
 
-        self.encoder = make_encoder(c.encoder)
-        self.encoder.fit(texts)
-        if features is None:
-            features = self.embed(texts, progress=progress)
-        elif features.shape[0] != table.n_queries:
-            raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
-
-        val_mask = np.zeros(table.n_queries, dtype=bool)
-        val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
-        fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-
-        # C: mean cost of the strongest model normalises every cost.
-        strongest = table.strongest_model()
-        self.cost_scale = float(table.model_stats().loc[strongest, "mean_cost"]) or 1.0
-        self.cost_predictor = CostPredictor().fit(texts, table.costs)
-        self.capability = capability_for(c)
-        # Capability estimates use every row: out-of-fold estimates never see a row's own
-        # outcome, so the validation rows' estimates stay honest while the estimators (and
-        # the ensemble used for new queries) learn from all the data.
-        oof = self.capability.fit(features, table.scores)
-        cost_pred = self.cost_predictor.predict(texts) / self.cost_scale
-
-        def routing_data(rows: np.ndarray, capability: np.ndarray) -> RoutingData:
-            return RoutingData(
-                features=as_float_tensor(features[rows]),
-                scores=as_float_tensor(table.scores[rows]),
-                cost=as_float_tensor(table.costs[rows] / self.cost_scale),
-                capability=as_float_tensor(capability),
-                cost_pred=as_float_tensor(cost_pred[rows]),
-            )
-
-        train_data = routing_data(fit_rows, oof[fit_rows])
-        val_data = routing_data(val_rows, oof[val_rows])
-        self.policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
-        self.training_log = []
-        started = time.perf_counter()
-        val_table = table.subset(val_rows)
-        Trainer(
-            self.policy,
-            c,
-            train_data,
-            val_data,
-            model_names=self.models,
-            default_lam=c.lam if c.lam is not None else 0.1,
-            val_oracle_share=oracle_usage(val_table),
-            log=self.training_log.append,
-            progress=progress,
-        ).fit()
-        self.default_lam = (
-            c.lam
-            if c.lam is not None
-            else self._select_lam(
-                val_table, RoutingInputs(features[val_rows], oof[val_rows], cost_pred[val_rows]), strongest
-            )
-        )
-        self.trained_on = {
-            "table": table.name,
-            "n_queries": table.n_queries,
-            "n_train": len(fit_rows),
-            "n_val": len(val_rows),
-            "strongest_model": strongest,
-            "cost_unit": "USD",
-            "train_seconds": round(time.perf_counter() - started, 3),
-        }
-        return self
-
-    def _select_lam(self, val_table: OutcomeTable, inputs: RoutingInputs, strongest: str) -> float:
-        """The cheapest λ whose validation retention of ``strongest`` holds (evaluation.selection)."""
-        strong = realize(val_table, single_model_rankings(val_table, val_table.model_index(strongest)))
-        candidates = [0.0, *np.geomspace(self.config.lam_min, self.config.lam_max, 40)]
-        routed = [realize(val_table, self.rank(inputs, lam)[1]) for lam in candidates]
-        point = select_operating_point(
-            [r.scores for r in routed],
-            [r.costs for r in routed],
-            strong.scores,
-            target=self.config.target_retention,
-            quantile=self.config.selection_quantile,
-            seed=self.config.seed,
-        )
-        return float(candidates[point.index])
+        return fit_router(self, table, features=features, progress=progress, cache=cache)
 
     # ----------------------------------------------------------------- route
     @torch.no_grad()
@@ -269,14 +174,36 @@ class Router:
             utility = utility - cost_weight * inputs.cost
         return probs, np.argsort(-utility, axis=1, kind="stable")
 
+    def lam_for(self, lam: float | None = None, target_retention: float | None = None) -> float:
+        """The λ a call asks for: ``target_retention`` through the calibration curve (the
+        cheapest λ certified to keep that share of the strongest model's accuracy), else
+        ``lam``, else the router's default. Asking for both is an error."""
+        if target_retention is None:
+            return self.lam if lam is None else float(lam)
+        if lam is not None:
+            raise EntroRouterError("give either a λ or a target retention, not both")
+        if self.calibration is None:
+            raise EntroRouterError(
+                "this router has no calibration curve (trained with calibration_folds = 0): route with a λ instead"
+            )
+        return self.calibration.lam_for(target_retention)
+
     def route(
-        self, queries: str | Sequence[str], lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0
+        self,
+        queries: str | Sequence[str],
+        lam: float | Sequence[float] | None = None,
+        *,
+        target_retention: float | None = None,
+        cost_weight: float = 0.0,
     ) -> list[RouteResult]:
         """Route queries: chosen model, full ranking (fallback order) and probabilities.
 
-        ``lam`` is the trade-off λ: one value, one per query, or None for the router's default.
+        ``lam`` is the trade-off λ: one value, one per query, or None for the router's default;
+        ``target_retention`` (e.g. 0.98) asks for a share of the strongest model's accuracy instead.
         """
         self._check_fitted()
+        if target_retention is not None:
+            lam = self.lam_for(lam, target_retention)
         texts = [queries] if isinstance(queries, str) else [str(q) for q in queries]
         if not texts:
             return []
@@ -291,24 +218,27 @@ class Router:
             for row, order in zip(probs, rankings, strict=True)
         ]
 
-    # -------------------------------------------------------------- evaluate
     def evaluate(
         self,
         table: OutcomeTable,
         lam: float | None = None,
         *,
+        target_retention: float | None = None,
         features: np.ndarray | None = None,
         cost_weight: float = 0.0,
     ) -> dict[str, Any]:
-        """Accuracy, cost, retention and usage on ``table`` (scored by :func:`realize`)."""
-        self._check_fitted()
-        table = table.select_models(self.models)
-        texts = [str(q) for q in table.queries]
-        if features is None:
-            features = self.embed(texts)
-        probs, rankings = self.rank(self.inputs(features, texts), lam, cost_weight=cost_weight)
-        routed = realize(table, rankings)
-        return evaluation_report(table, routed, probs, lam=self.lam if lam is None else float(lam))
+        """Accuracy, cost, retention and usage on ``table`` (see
+        :func:`entrorouter.evaluation.evaluate.evaluate_router`, imported on first use)."""
+        from entrorouter.evaluation.evaluate import evaluate_router
+
+        return evaluate_router(
+            self, table, self.lam_for(lam, target_retention), features=features, cost_weight=cost_weight
+        ) | {"target_retention": target_retention}
+
+    def trained_on_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """(n,) whether each text was a training query of this router (by hash of its text)."""
+        keys = [text_key(str(t)) for t in texts]
+        return np.array([k in self.trained_query_keys for k in keys], dtype=bool)
 
     # ------------------------------------------------------------ save/load
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -329,6 +259,7 @@ class Router:
             "models": list(self.models),
             "cost_scale": self.cost_scale,
             "lam": self.lam,
+            "calibration": None if self.calibration is None else self.calibration.to_dict(),
             "encoder": encoder_config,
             "capability": self.capability.name,
             "policy": {"in_dim": self.policy.in_dim, "n_models": self.policy.n_models},
@@ -353,6 +284,7 @@ class Router:
             "capability": self.capability.tensors(),
             "cost": self.cost_predictor.tensors(),
             "encoder": self.encoder.state()[1],
+            "train": {"query_keys": key_array(sorted(self.trained_query_keys))},
         }
         for prefix, tensors in parts.items():
             for name, value in tensors.items():
@@ -426,6 +358,9 @@ class Router:
         except (KeyError, TypeError, ValueError):
             raise EntroRouterError(f"{config_path}: 'lam' must be a number") from None
         router.trained_on = dict(config.get("trained_on") or {})
+        if config.get("calibration") is not None:
+            router.calibration = Calibration.from_dict(config["calibration"], source=str(config_path))
+        router.trained_query_keys = frozenset(bytes(row) for row in part("train")["query_keys"])
         router.encoder = encoder_from_state(config["encoder"], part("encoder"))
         router.cost_predictor = CostPredictor.from_tensors(part("cost"))
         router.capability = capability_for(train_config)
@@ -444,43 +379,6 @@ class Router:
                 json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line
             ]
         return router
-
-
-def evaluation_report(
-    table: OutcomeTable,
-    routed: Any,
-    probs: np.ndarray | None,
-    *,
-    lam: float | None,
-    ref: Reference | None = None,
-) -> dict[str, Any]:
-    """The `evaluate` JSON: router accuracy/cost next to the strongest model's."""
-    ref = ref or reference(table)
-    usage = routed.usage(table.n_models)
-    suppression, suppressed = expert_suppression(oracle_usage(table), usage)
-    return {
-        "table": table.name,
-        "n_queries": table.n_queries,
-        "lam": lam,
-        "accuracy": routed.accuracy,
-        "cost": routed.cost,
-        "strongest_model": ref.strongest,
-        "strongest_accuracy": ref.strongest_accuracy,
-        "strongest_cost": ref.strongest_cost,
-        "retained": ref.retained(routed.accuracy),
-        "cost_reduction": ref.cost_reduction(routed.cost),
-        "cheapest_model": ref.cheapest,
-        "cheapest_accuracy": ref.cheapest_accuracy,
-        "cheapest_cost": ref.cheapest_cost,
-        "oracle_accuracy": ref.oracle_accuracy,
-        "oracle_cost": ref.oracle_cost,
-        "random_accuracy": ref.random_accuracy,
-        "random_cost": ref.random_cost,
-        "entropy": float(entropy(probs, axis=1).mean()) if probs is not None else 0.0,
-        "usage": {m: float(u) for m, u in zip(table.models, usage, strict=True)},
-        "expert_suppression": suppression,
-        "suppressed_models": [table.models[k] for k in suppressed],
-    }
 
 
 def capability_for(config: TrainConfig) -> CapabilityEstimator:

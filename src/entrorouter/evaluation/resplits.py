@@ -1,0 +1,159 @@
+"""`entrorouter benchmark --resplits N`: is the promise kept on data the choice never saw?
+
+One fixed train/test split cannot check a guarantee: it gives one draw, and the public
+splits differ systematically (cheap models score higher on RouterBench's test part than
+on its train part). So the whole table is split again N times at random (stratified by
+task, the fixed split's test share), the full benchmark protocol runs on each split
+(cross-fitted calibration on train, risk-controlled choice, final fit, measured once on
+the held-out part), and for every router we report:
+
+* the **violation rate**: the share of resplits whose held-out retention falls below the
+  target. The rule promises ≤ δ; with N resplits the count of violations is binomial,
+  so the report gives the one-sided binomial p-value of the observed count under a rate
+  of exactly δ (a small p-value would say the promise is broken);
+* the **mean cost reduction** at the chosen point, and EntroRouter's paired difference
+  from each router with a 95% t-interval over the resplits (same split, same queries);
+* the same for the old rule (a bootstrap quantile on one validation split), beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from entrorouter.data.splits import stratified_resplit
+from entrorouter.data.table import OutcomeTable
+from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
+
+
+def run_resplits(
+    table: OutcomeTable,
+    config: BenchmarkConfig,
+    *,
+    n_resplits: int,
+    test_fraction: float,
+    dataset: str,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The study of the module doc; returns the resplits.json content."""
+    say = progress or (lambda message: None)
+    per_split: list[dict[str, dict[str, Any]]] = []
+    for r in range(n_resplits):
+        test = stratified_resplit(table, test_fraction, seed=10_000 + r)
+        bench = Benchmark(
+            table.subset(~test),
+            table.subset(test),
+            replace(config, seed=r, ablations=False),
+            dataset=dataset,
+            progress=lambda message, r=r: say(f"resplit {r + 1}/{n_resplits}: {message}"),
+        )
+        per_split.append(
+            {
+                name: {
+                    "retained": res["retained"],
+                    "cost_reduction": res["cost_reduction"],
+                    "certified": res["calibration"]["certified"],
+                    "legacy_retained": res["legacy_rule"]["retained"],
+                    "legacy_cost_reduction": res["legacy_rule"]["cost_reduction"],
+                    "aiq": res["aiq"],
+                }
+                for name, res in bench.run_routers().items()
+            }
+        )
+    return {
+        "dataset": dataset,
+        "n_resplits": n_resplits,
+        "test_fraction": test_fraction,
+        "n_queries": table.n_queries,
+        "target_retention": config.target_retention,
+        "delta": config.delta,
+        "folds": config.folds,
+        "encoder": config.encoder,
+        "summary": summarise(per_split, config.target_retention, config.delta),
+        "resplits": per_split,
+    }
+
+
+def summarise(per_split: list[dict[str, dict[str, Any]]], target: float, delta: float) -> dict[str, Any]:
+    routers = list(per_split[0])
+    out: dict[str, Any] = {}
+    for name in routers:
+        rows = [split[name] for split in per_split]
+        retained = np.array([r["retained"] for r in rows])
+        legacy = np.array([r["legacy_retained"] for r in rows])
+        out[name] = {
+            "violations": int((retained < target).sum()),
+            "violation_rate": float((retained < target).mean()),
+            "violation_p_value": binomial_tail(int((retained < target).sum()), len(rows), delta),
+            "mean_retained": float(retained.mean()),
+            "min_retained": float(retained.min()),
+            "mean_cost_reduction": float(np.mean([r["cost_reduction"] for r in rows])),
+            "certified_share": float(np.mean([r["certified"] for r in rows])),
+            "mean_aiq": float(np.mean([r["aiq"] for r in rows])),
+            "legacy_violation_rate": float((legacy < target).mean()),
+            "legacy_mean_cost_reduction": float(np.mean([r["legacy_cost_reduction"] for r in rows])),
+        }
+    if "entrorouter" in routers:
+        for name in routers:
+            if name == "entrorouter":
+                continue
+            diff = np.array([s["entrorouter"]["cost_reduction"] - s[name]["cost_reduction"] for s in per_split])
+            out[name]["entrorouter_minus_this_cost_reduction"] = mean_interval(diff)
+    return out
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p): how surprising k violations are if the true rate is p."""
+    return float(stats.binom.sf(k - 1, n, p))
+
+
+def mean_interval(values: np.ndarray) -> dict[str, Any]:
+    """Mean with its 95% t-interval."""
+    mean = float(values.mean())
+    if len(values) < 2:
+        return {"mean": mean, "ci": [mean, mean]}
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return {"mean": mean, "ci": [mean - half, mean + half]}
+
+
+def render_resplits(study: dict[str, Any], *, command: str, seconds: float) -> str:
+    """resplits.md: the violation rates and cost reductions of every router."""
+    target, delta = study["target_retention"], study["delta"]
+    summary = study["summary"]
+    lines = [
+        f"# Resplit study: {study['dataset']}",
+        "",
+        f"Generated by `{command}` in {seconds / 60:.1f} min: {study['n_resplits']} random train/test resplits "
+        f"of all {study['n_queries']} queries (stratified by task, {study['test_fraction']:.0%} test, split seeds "
+        f"10000–{10_000 + study['n_resplits'] - 1}, router seed = resplit index), {study['folds']}-fold "
+        f"cross-fitting, target {target:.1%} of the strongest model, δ = {delta}, encoder {study['encoder']}.",
+        "",
+        f"A violation is a resplit whose held-out retention at the chosen point is below {target:.1%}. The rule "
+        f"promises a violation rate ≤ δ = {delta}; the p-value is P(at least this many violations) if the true rate "
+        f"were exactly δ (below 0.05 would say the promise is broken).",
+        "",
+        "| router | violations | p-value | mean retained (min) | mean cost reduction | EntroRouter − router, "
+        "cost reduction [95% CI] | old rule: violation rate | old rule: mean cost reduction |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in sorted(summary.items(), key=lambda kv: -kv[1]["mean_cost_reduction"]):
+        paired = s.get("entrorouter_minus_this_cost_reduction")
+        paired_text = (
+            f"{100 * paired['mean']:+.1f} pts [{100 * paired['ci'][0]:+.1f}, {100 * paired['ci'][1]:+.1f}]"
+            if paired
+            else "—"
+        )
+        label = f"**{name}**" if name == "entrorouter" else name
+        lines.append(
+            f"| {label} | {s['violations']}/{study['n_resplits']} | {s['violation_p_value']:.2f} | "
+            f"{100 * s['mean_retained']:.1f}% ({100 * s['min_retained']:.1f}%) | "
+            f"{100 * s['mean_cost_reduction']:.1f}% | {paired_text} | {100 * s['legacy_violation_rate']:.0f}% | "
+            f"{100 * s['legacy_mean_cost_reduction']:.1f}% |"
+        )
+    lines.append("")
+    return "\n".join(lines)

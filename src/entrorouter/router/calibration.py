@@ -1,0 +1,209 @@
+"""The calibration curve, and the risk-controlled choice of λ for a retention target.
+
+Users ask for a retention target ("keep 98% of my strongest model"), not for a λ. This
+module turns one into the other with a rule that states its guarantee (DESIGN §3.7).
+
+**The curve.** Every training query is routed *out of fold* (K-fold cross-fitting: the
+router that routes a query never saw its outcome) at every λ of a fine grid, and paired
+with the strongest model S on the same query. Per λ the curve keeps sufficient statistics
+of the per-query scores — means, variances and the covariance of the router's score ``s``
+and S's score ``t`` — and the mean costs. That is all a later choice needs, so a saved
+router can turn any target into a λ without its training data.
+
+**The rule** (Learn-then-Test, fixed-sequence testing). Retention is a ratio,
+``E[s] / E[t]``, but "retention ≥ T" is the linear statement ``E[s − T·t] ≥ 0``, so each λ
+gets a one-sided test of ``H_λ: E[s − T·t] < 0`` from the paired differences
+``d = s − T·t``: it is rejected (λ certified) when ``mean(d) − z₁₋δ·sd(d)·√(1/n + 1/m) ≥ 0``.
+The grid is scanned from the most expensive λ (0) to the cheapest and the scan stops at the
+first λ that is not certified; the cheapest certified λ is chosen. Testing in a fixed
+order needs no multiplicity correction, however fine the grid.
+
+**What is guaranteed, and what is not.** If future queries are exchangeable with the
+training queries, the chosen λ keeps the target with probability ≥ 1 − δ (asymptotically:
+the test uses the normal approximation of a mean, fine for the hundreds to thousands of
+queries a routing table has; Hoeffding-style bounds would be exact but far wider):
+
+* with ``future_queries = m``: retention measured on a future batch of m queries (the
+  benchmark sets m to its test set's size, which is what its resplit study checks);
+* with ``future_queries = None``: the expected retention on future traffic (m → ∞).
+
+Not guaranteed: traffic that drifts away from the training distribution; the final
+router is refitted on all training rows, so it is at least as well informed as the fold
+routers the curve measured, but it is not literally the same router; retention per
+query or per task (only the average over queries is covered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from entrorouter.errors import EntroRouterError
+
+DEFAULT_DELTA = 0.1
+
+
+def lambda_grid(lam_min: float = 1e-3, lam_max: float = 2.0, n: int = 160) -> np.ndarray:
+    """λ = 0 and ``n`` log-spaced λ in [lam_min, lam_max], ascending: the fine trade-off knob
+    that calibration curves (and the benchmark's λ routers) are measured along."""
+    return np.concatenate([[0.0], np.geomspace(lam_min, lam_max, n)])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Out-of-fold statistics per λ (ascending λ: most accurate and expensive first)."""
+
+    lams: np.ndarray  # (G,) knob values in scan order (for a router: ascending λ)
+    n: int  # paired queries behind every statistic
+    mean_score: np.ndarray  # (G,) E[s]
+    var_score: np.ndarray  # (G,) Var[s]
+    cov_score: np.ndarray  # (G,) Cov[s, t]
+    mean_cost: np.ndarray  # (G,)
+    strong_mean: float  # E[t]
+    strong_var: float  # Var[t]
+    strong_cost: float
+    delta: float = DEFAULT_DELTA
+    future_queries: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.delta < 1:
+            raise EntroRouterError(f"calibration delta must be in (0, 1), got {self.delta}")
+        if self.future_queries is not None and self.future_queries < 1:
+            raise EntroRouterError(f"future_queries must be None or >= 1, got {self.future_queries}")
+        if len(self.lams) == 0:
+            raise EntroRouterError("calibration needs at least one λ")
+
+    # ------------------------------------------------------------- building
+    @classmethod
+    def from_outcomes(
+        cls,
+        lams: np.ndarray,
+        scores: np.ndarray,
+        costs: np.ndarray,
+        strong_scores: np.ndarray,
+        strong_costs: np.ndarray,
+        **options: Any,
+    ) -> Calibration:
+        """From (G, n) per-query scores and costs at each λ and S's (n,) outcomes on the same queries."""
+        scores, costs = np.asarray(scores, dtype=np.float64), np.asarray(costs, dtype=np.float64)
+        t = np.asarray(strong_scores, dtype=np.float64)
+        n = t.shape[0]
+        if scores.shape != (len(lams), n) or costs.shape != scores.shape:
+            raise ValueError(f"scores/costs must be ({len(lams)}, {n}), got {scores.shape} and {costs.shape}")
+        if n < 2:
+            raise EntroRouterError("calibration needs at least 2 queries")
+        centred_t = t - t.mean()
+        centred_s = scores - scores.mean(axis=1, keepdims=True)
+        return cls(
+            lams=np.asarray(lams, dtype=np.float64),
+            n=n,
+            mean_score=scores.mean(axis=1),
+            var_score=centred_s.var(axis=1, ddof=1),
+            cov_score=(centred_s * centred_t).sum(axis=1) / (n - 1),
+            mean_cost=costs.mean(axis=1),
+            strong_mean=float(t.mean()),
+            strong_var=float(t.var(ddof=1)),
+            strong_cost=float(np.mean(strong_costs)),
+            **options,
+        )
+
+    # ------------------------------------------------------------ the curve
+    @property
+    def retention(self) -> np.ndarray:
+        """(G,) point estimate of retention E[s] / E[t]."""
+        return self.mean_score / self.strong_mean if self.strong_mean > 0 else np.full(len(self.lams), np.nan)
+
+    @property
+    def cost_reduction(self) -> np.ndarray:
+        """(G,) 1 − E[cost] / E[cost of S]."""
+        return 1 - self.mean_cost / self.strong_cost if self.strong_cost > 0 else np.zeros(len(self.lams))
+
+    def _margin(self, target: float | np.ndarray, delta: float) -> np.ndarray:
+        """(G,) mean(d) − z·se(d) for d = s − target·t (target: one, or one per λ); ≥ 0 certifies."""
+        mean_d = self.mean_score - target * self.strong_mean
+        var_d = self.var_score + target**2 * self.strong_var - 2 * target * self.cov_score
+        scale = 1 / self.n + (0 if self.future_queries is None else 1 / self.future_queries)
+        return mean_d - NormalDist().inv_cdf(1 - delta) * np.sqrt(np.maximum(var_d, 0.0) * scale)
+
+    def retention_lower(self, delta: float | None = None) -> np.ndarray:
+        """(G,) the highest target each λ alone would certify: a (1 − δ) lower bound of its retention."""
+        delta = self.delta if delta is None else delta
+        lo, hi = np.zeros(len(self.lams)), np.full(len(self.lams), 2.0)
+        for _ in range(50):  # the margin falls as the target rises: bisect every λ at once
+            mid = (lo + hi) / 2
+            ok = self._margin(mid, delta) >= 0
+            lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+        return lo
+
+    # ------------------------------------------------------------ the choice
+    def certified(self, target: float, delta: float | None = None) -> int:
+        """How many λ of the grid the fixed-sequence scan certifies (0: not even the first)."""
+        passed = self._margin(target, self.delta if delta is None else delta) >= 0
+        return len(passed) if passed.all() else int(np.argmin(passed))
+
+    def index_for(self, target: float, delta: float | None = None) -> int:
+        """Grid index of the cheapest λ the scan certifies for ``target``; an error if none is."""
+        if not 0 < target <= 1.5:
+            raise EntroRouterError(f"target retention must be a fraction such as 0.98, got {target}")
+        count = self.certified(target, delta)
+        if count == 0:
+            raise EntroRouterError(
+                f"target retention {target:.4g} is not reachable with confidence {1 - (delta or self.delta):.0%}: "
+                f"the highest reachable retention is {self.max_target(delta):.4f} "
+                f"(at λ = {self.lams[0]:.4g}, estimated {self.retention[0]:.4f})"
+            )
+        return count - 1
+
+    def lam_for(self, target: float, delta: float | None = None) -> float:
+        """The λ that keeps ``target`` of the strongest model's accuracy (see the module doc)."""
+        return float(self.lams[self.index_for(target, delta)])
+
+    def max_target(self, delta: float | None = None) -> float:
+        """The highest target any λ can be certified for (that of the first, most accurate λ)."""
+        return float(self.retention_lower(delta)[0])
+
+    # -------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the readable curve (retention, its lower bound, cost reduction) alongside."""
+
+        def floats(values: np.ndarray) -> list[float]:
+            return [float(v) for v in values]
+
+        return {
+            "n": self.n,
+            "delta": self.delta,
+            "future_queries": self.future_queries,
+            "strong_mean": self.strong_mean,
+            "strong_var": self.strong_var,
+            "strong_cost": self.strong_cost,
+            "lams": floats(self.lams),
+            "mean_score": floats(self.mean_score),
+            "var_score": floats(self.var_score),
+            "cov_score": floats(self.cov_score),
+            "mean_cost": floats(self.mean_cost),
+            "retention": floats(self.retention),
+            "retention_lower": floats(self.retention_lower()),
+            "cost_reduction": floats(self.cost_reduction),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "calibration") -> Calibration:
+        try:
+            return cls(
+                lams=np.asarray(raw["lams"], dtype=np.float64),
+                n=int(raw["n"]),
+                mean_score=np.asarray(raw["mean_score"], dtype=np.float64),
+                var_score=np.asarray(raw["var_score"], dtype=np.float64),
+                cov_score=np.asarray(raw["cov_score"], dtype=np.float64),
+                mean_cost=np.asarray(raw["mean_cost"], dtype=np.float64),
+                strong_mean=float(raw["strong_mean"]),
+                strong_var=float(raw["strong_var"]),
+                strong_cost=float(raw["strong_cost"]),
+                delta=float(raw["delta"]),
+                future_queries=None if raw.get("future_queries") is None else int(raw["future_queries"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EntroRouterError(f"{source}: missing or invalid calibration field ({exc})") from None

@@ -1,0 +1,104 @@
+"""The risk-controlled choice of λ (router/calibration.py): known answers, the scan, the guarantee."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from entrorouter.errors import EntroRouterError
+from entrorouter.router.calibration import Calibration
+
+
+def curve(retentions: list[float], n: int, *, seed: int = 0, strong_acc: float = 0.8) -> Calibration:
+    """A calibration curve whose λ_j keeps (in expectation) ``retentions[j]`` of a strong model, cost falling with j."""
+    rng = np.random.default_rng(seed)
+    strong = (rng.random(n) < strong_acc).astype(float)
+    scores = []
+    for r in retentions:
+        # Lose a random share of the strong model's correct answers.
+        keep = rng.random(n) < r
+        scores.append(strong * keep)
+    costs = [np.full(n, 1.0 - j / len(retentions)) for j in range(len(retentions))]
+    return Calibration.from_outcomes(np.arange(len(retentions), dtype=float), scores, costs, strong, np.ones(n))
+
+
+def test_accepts_the_cheapest_point_that_clearly_holds() -> None:
+    cal = curve([1.0, 0.999, 0.995, 0.95, 0.90], n=20_000)
+    assert cal.index_for(0.983) == 2
+    assert cal.lam_for(0.983) == 2.0
+    assert cal.index_for(0.94) == 3
+
+
+def test_the_scan_stops_at_the_first_failure_even_if_a_later_point_passes() -> None:
+    # λ_2 fails; λ_3 would pass on its own, but fixed-sequence testing never gets there.
+    cal = curve([1.0, 0.999, 0.90, 0.999, 0.80], n=20_000)
+    assert cal.certified(0.983) == 2
+    assert cal.index_for(0.983) == 1
+
+
+def test_rejects_points_whose_estimate_passes_but_bound_does_not() -> None:
+    # 316 of the strong model's 320 correct answers kept on 400 queries: 98.75% retained, a
+    # point estimate above 98.3%, but too few queries for the 90% lower bound to reach it.
+    strong = np.r_[np.ones(320), np.zeros(80)]
+    nearly = strong.copy()
+    nearly[:4] = 0.0
+    cal = Calibration.from_outcomes(
+        np.array([0.0, 1.0]), [strong, nearly], [np.ones(400), np.zeros(400)], strong, np.ones(400)
+    )
+    assert cal.retention[1] == pytest.approx(316 / 320)
+    assert cal.retention_lower()[1] < 0.983
+    assert cal.index_for(0.983) == 0
+
+
+def test_unreachable_target_names_the_highest_reachable_retention() -> None:
+    cal = curve([0.97, 0.9], n=5_000)
+    with pytest.raises(EntroRouterError, match=r"highest reachable retention is 0\.9[0-9]+"):
+        cal.lam_for(0.983)
+    assert cal.max_target() < 0.983
+    assert cal.lam_for(cal.max_target() - 1e-6) == 0.0
+
+
+def test_lower_bounds_tighten_with_more_queries_and_round_trip_through_json() -> None:
+    small, large = curve([1.0, 0.99], n=500), curve([1.0, 0.99], n=50_000)
+    assert (large.retention[1] - large.retention_lower()[1]) < (small.retention[1] - small.retention_lower()[1])
+    again = Calibration.from_dict(large.to_dict())
+    assert again.lam_for(0.97) == large.lam_for(0.97)
+    np.testing.assert_allclose(again.retention_lower(), large.retention_lower())
+
+
+def test_a_finite_future_batch_widens_the_bound() -> None:
+    base = curve([1.0, 0.99], n=5_000)
+    finite = Calibration.from_dict({**base.to_dict(), "future_queries": 1_000})
+    assert finite.retention_lower()[1] < base.retention_lower()[1]
+
+
+def test_coverage_over_many_resplits_of_a_simulated_pool() -> None:
+    """The guarantee, checked: choose λ on a calibration half, measure on a test half; over many
+    resplits the share of test halves below the target stays within δ (plus sampling error)."""
+    rng = np.random.default_rng(7)
+    target, delta, n, trials = 0.95, 0.1, 2_000, 300
+    # A pool where λ_j has true retention 1 − 0.01·j: the correct cut lies between j = 5 and j = 6.
+    grid = np.arange(12, dtype=float)
+    true_retention = 1 - 0.01 * grid
+    violations = 0
+    for _ in range(trials):
+        strong = (rng.random(2 * n) < 0.7).astype(float)
+        keep = rng.random((len(grid), 2 * n)) < true_retention[:, None]
+        scores = strong * keep
+        costs = np.tile(np.linspace(1, 0.1, len(grid))[:, None], (1, 2 * n))
+        cal = Calibration.from_outcomes(
+            grid, scores[:, :n], costs[:, :n], strong[:n], np.ones(n), delta=delta, future_queries=n
+        )
+        j = max(cal.certified(target) - 1, 0)
+        test_retention = scores[j, n:].mean() / strong[n:].mean()
+        violations += test_retention < target
+    rate = violations / trials
+    assert rate <= delta + 2 * np.sqrt(delta * (1 - delta) / trials)
+    assert rate > 0  # the rule is not vacuous: it does go close to the target
+
+
+def test_rejects_bad_settings() -> None:
+    with pytest.raises(EntroRouterError, match="delta"):
+        curve([1.0], n=10).__class__.from_dict({**curve([1.0], n=10).to_dict(), "delta": 1.5})
+    with pytest.raises(EntroRouterError, match="target retention"):
+        curve([1.0], n=10).lam_for(0.0)
