@@ -27,6 +27,10 @@ DATASETS = ("routerbench_subset", "mmlu_pro")
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
 
 
+def say(message: str) -> None:
+    print(f"  {message}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -45,7 +49,9 @@ def main() -> int:
             held_out[np.random.default_rng(100 + seed).permutation(train.n_queries)[: train.n_queries // 5]] = True
             for encoder in args.encoders:
                 config = BenchmarkConfig(seed=seed, routers=ROUTERS, encoder=encoder, n_boot=100)
-                results = Benchmark(train.subset(~held_out), train.subset(held_out), config, dataset=dataset).run()
+                results = Benchmark(
+                    train.subset(~held_out), train.subset(held_out), config, dataset=dataset, progress=say
+                ).run()
                 for router in ROUTERS:
                     aiq.setdefault((dataset, encoder, router), []).append(results["routers"][router]["aiq"])
                 scores = ", ".join(f"{r} {aiq[dataset, encoder, r][-1]:.4f}" for r in ROUTERS)

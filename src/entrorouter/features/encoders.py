@@ -226,7 +226,7 @@ class OnnxMiniLMEncoder(Encoder):
 
     Why: the same network as ``minilm`` costs several times less per query in ONNX Runtime
     than in torch (no per-op Python dispatch, fused int8 kernels), which is what bounds a
-    gateway's routed throughput (``benchmarks/bench_core.py`` measures both). The graph is
+    gateway's routed throughput (``benchmarks/bench_encoder_speed.py`` measures both). The graph is
     exported from the packaged weights with torch's exporter, its linear layers quantised to
     int8 by ONNX Runtime, and cached as ``<cache>/onnx/<cache_id>.onnx``; the export needs
     torch and onnx, routing afterwards only onnxruntime and tokenizers. Each text is its own
