@@ -69,3 +69,39 @@ def test_fast_minilm_reads_the_head_and_stays_close_to_the_full_model() -> None:
     for encoder in (fast, full):
         config, tensors = encoder.state()
         assert encoder_from_state(config, tensors).cache_id == encoder.cache_id
+
+
+@pytest.mark.slow
+def test_onnx_minilm_is_exported_once_batch_independent_and_close_to_minilm(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ENTROROUTER_CACHE_DIR", str(tmp_path))
+    encoder = make_encoder("minilm-onnx")
+    long_text = TEXTS[0] + " and then" * 300  # far past 128 tokens
+    vectors = encoder.encode([*TEXTS, long_text])
+    exported = list((tmp_path / "onnx").glob("*.onnx"))
+    assert [p.name for p in exported] == [f"{encoder.cache_id}.onnx"]  # exported locally, cached
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    # A text's vector does not depend on its batch mates, nor on what follows token 128.
+    np.testing.assert_array_equal(encoder.encode([TEXTS[1]])[0], vectors[1])
+    np.testing.assert_array_equal(encoder.encode([long_text + " extra words at the very end"])[0], vectors[3])
+    reference = make_encoder("minilm").encode(TEXTS)
+    assert float((vectors[:3] * reference).sum(axis=1).min()) > 0.85  # the same network, int8 either way
+    # A saved router rebuilds it from the cache, without exporting again.
+    stamp = exported[0].stat().st_mtime_ns
+    rebuilt = encoder_from_state(*encoder.state())
+    np.testing.assert_array_equal(rebuilt.encode(TEXTS), vectors[:3])
+    assert exported[0].stat().st_mtime_ns == stamp
+
+
+def test_a_router_saved_with_another_onnx_export_is_refused() -> None:
+    pytest.importorskip("onnxruntime")
+    config = {"kind": "minilm-onnx", "cache_id": "model-0000000000000000-onnx0-t128-int8"}
+    with pytest.raises(EntroRouterError, match="trained with encoder 'model-0000000000000000-onnx0-t128-int8'"):
+        encoder_from_state(config, {})
+
+
+def test_minilm_onnx_without_onnxruntime_is_a_clear_error(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(EntroRouterError, match="minilm-onnx needs onnxruntime"):
+        make_encoder("minilm-onnx")

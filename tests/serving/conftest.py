@@ -68,6 +68,7 @@ def _client_key() -> Iterator[None]:
 def gateway_config(router_dir: Path, base_url: str, **sections: Any) -> GatewayConfig:
     """A validated config for the demo pool on ``base_url``; ``backend`` overrides every backend."""
     backend = {"timeout_s": 5, "connect_timeout_s": 1, "max_retries": 1, **sections.pop("backend", {})}
+    sections["routing"] = {"router_workers": 1, **sections.get("routing", {})}  # one process per test gateway
     raw = {
         "router": str(router_dir),
         "auth": {"api_key_envs": [CLIENT_KEY_ENV]},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -30,10 +31,10 @@ def sizes() -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def batcher(router_dir: Path, router, sizes: list[int]) -> Iterator[RoutingBatcher]:
-    """One router process for the tests that do not break it."""
+def batcher(router_dir: Path, sizes: list[int]) -> Iterator[RoutingBatcher]:
+    """One router worker for the tests that do not break it."""
     started = RoutingBatcher(
-        router_dir, router.models, max_batch_size=8, max_wait_s=0.02, on_batch=lambda n, s: sizes.append(n)
+        router_dir, max_batch_size=8, max_wait_s=0.02, on_batch=lambda worker, n, waits, s: sizes.append(n)
     )
     started.start()
     yield started
@@ -45,15 +46,23 @@ def run(coroutine, timeout_s: float = 30):
     return asyncio.run(asyncio.wait_for(coroutine, timeout_s))
 
 
+def route_all(batcher: RoutingBatcher, texts: list[str], lams: list[float]) -> list:
+    async def main() -> list:
+        return await asyncio.gather(*(batcher.route(t, lam) for t, lam in zip(texts, lams, strict=True)))
+
+    return run(main())
+
+
+def test_the_workers_report_the_routers_pool_and_lambda(batcher, router) -> None:
+    assert batcher.summary is not None
+    assert batcher.summary.models == router.models and batcher.summary.lam == router.lam
+
+
 def test_concurrent_requests_share_batches_and_get_their_own_answers(batcher, router, sizes) -> None:
     sizes.clear()
     texts = [f"{TEXTS[i % len(TEXTS)]} (request {i})" for i in range(40)]
     lams = [(i % 3) * 0.5 for i in range(40)]
-
-    async def main() -> list:
-        return await asyncio.gather(*(batcher.route(t, lam) for t, lam in zip(texts, lams, strict=True)))
-
-    results = run(main())
+    results = route_all(batcher, texts, lams)
     for text, lam, result in zip(texts, lams, results, strict=True):  # each at its own λ
         expected = router.route([text], lam)[0]
         assert result.ranking == expected.ranking
@@ -63,8 +72,8 @@ def test_concurrent_requests_share_batches_and_get_their_own_answers(batcher, ro
     assert max(sizes) > 1, "concurrent requests were not batched"
 
 
-def test_a_lone_request_does_not_wait_for_company(router_dir: Path, router) -> None:
-    lone = RoutingBatcher(router_dir, router.models, max_wait_s=2.0)
+def test_a_lone_request_does_not_wait_for_company(router_dir: Path) -> None:
+    lone = RoutingBatcher(router_dir, max_wait_s=2.0)
     lone.start()
 
     async def main() -> float:
@@ -103,28 +112,63 @@ def test_a_cancelled_request_does_not_disturb_the_others(batcher, router) -> Non
     assert batcher.alive
 
 
-def test_a_dead_router_process_fails_requests_instead_of_hanging(router_dir: Path, router) -> None:
-    doomed = RoutingBatcher(router_dir, router.models)
+def test_two_workers_share_the_batches_and_a_killed_one_is_restarted(router_dir: Path, router) -> None:
+    seen: list[str] = []
+    restarted: list[str] = []
+    pool = RoutingBatcher(
+        router_dir,
+        workers=2,
+        max_batch_size=4,
+        max_wait_s=0.005,
+        on_batch=lambda worker, n, waits, s: seen.append(worker),
+        on_restart=restarted.append,
+    )
+    pool.start()
+    try:
+        texts = [f"{TEXTS[i % len(TEXTS)]} (request {i})" for i in range(60)]
+        results = route_all(pool, texts, [0.0] * len(texts))
+        assert [r.model for r in results] == [r.model for r in router.route(texts, 0.0)]
+        assert set(seen) == {"0", "1"}, "one worker did all the routing"
+
+        old = pool.pids
+        os.kill(old[0], signal.SIGKILL)  # requests sent meanwhile fail over to the other worker
+        results = route_all(pool, texts[:20], [0.0] * 20)
+        assert [r.model for r in results] == [r.model for r in router.route(texts[:20], 0.0)]
+        deadline = time.monotonic() + 120  # a restart loads torch and the router
+        while not restarted and time.monotonic() < deadline:
+            route_all(pool, texts[:4], [0.0] * 4)  # makes the dead worker's collector notice
+            time.sleep(0.1)
+        assert restarted == ["0"]
+        assert pool.pids[0] != old[0] and pool.pids[1] == old[1]
+        assert pool.alive
+    finally:
+        pool.close()
+
+
+def test_when_no_worker_can_be_restarted_requests_fail_instead_of_hanging(router_dir: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "router"
+    shutil.copytree(router_dir, moved)
+    doomed = RoutingBatcher(moved)
     doomed.start()
     try:
-        assert doomed.pid is not None
-        os.kill(doomed.pid, signal.SIGKILL)
+        shutil.rmtree(moved)  # the restart cannot load the router any more
+        os.kill(doomed.pids[0], signal.SIGKILL)
 
         async def main() -> None:
-            with pytest.raises(RoutingError, match=r"not running|exited"):
+            with pytest.raises(RoutingError, match=r"no router worker is running|exited while routing"):
                 await doomed.route("a", 0.0)
 
-        run(main())
-        deadline = time.monotonic() + 10  # the pipe reports EOF while the child is still exiting
+        run(main(), timeout_s=120)
+        deadline = time.monotonic() + 120
         while doomed.alive and time.monotonic() < deadline:
-            time.sleep(0.01)
+            time.sleep(0.05)
         assert not doomed.alive
     finally:
         doomed.close()
 
 
-def test_the_router_process_refuses_another_pool(router_dir: Path) -> None:
-    wrong = RoutingBatcher(router_dir, ("a", "b"))
-    with pytest.raises(RoutingError, match=r"failed to start.*trained for the pool"):
-        wrong.start()
-    wrong.close()
+def test_a_worker_that_cannot_load_the_router_fails_start(tmp_path: Path) -> None:
+    missing = RoutingBatcher(tmp_path / "nowhere")
+    with pytest.raises(RoutingError, match=r"worker 0 failed to start.*no router directory"):
+        missing.start()
+    missing.close()

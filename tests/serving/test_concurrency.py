@@ -14,8 +14,8 @@ TOPICS = ["integral of x^2", "a Python decorator", "the fall of Rome", "contract
 
 
 def test_parallel_requests_each_get_their_own_answer(shared_gateway, fake) -> None:
-    batches_before = shared_gateway.metric("entrorouter_routing_batch_size_count")
-    texts_before = shared_gateway.metric("entrorouter_routing_batch_size_sum")
+    batches_before = shared_gateway.metric("entrorouter_routing_batch_size_count", worker="0")
+    texts_before = shared_gateway.metric("entrorouter_routing_batch_size_sum", worker="0")
 
     async def one(client: openai.AsyncOpenAI, i: int) -> None:
         # The nonce makes every prompt unique; the fake echoes "[model] prompt", so an answer
@@ -48,6 +48,6 @@ def test_parallel_requests_each_get_their_own_answer(shared_gateway, fake) -> No
 
     assert sum(fake.counts().values()) == N_REQUESTS
     wait_for(lambda: shared_gateway.metric("entrorouter_in_flight_requests") == 0, 10, "in-flight to drain")
-    batches = shared_gateway.metric("entrorouter_routing_batch_size_count") - batches_before
-    texts = shared_gateway.metric("entrorouter_routing_batch_size_sum") - texts_before
+    batches = shared_gateway.metric("entrorouter_routing_batch_size_count", worker="0") - batches_before
+    texts = shared_gateway.metric("entrorouter_routing_batch_size_sum", worker="0") - texts_before
     assert texts > batches, "routing requests were never batched under load"

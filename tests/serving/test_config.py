@@ -58,6 +58,7 @@ def test_defaults_and_relative_router_path(tmp_path: Path) -> None:
     assert config.router == tmp_path / "r"
     assert config.limits.max_body_bytes == 4 * 1024 * 1024
     assert config.routing.batch_max_wait_ms == 2.0
+    assert config.routing.router_workers == len(os.sched_getaffinity(0))  # one per core
     assert config.auth.disabled
 
 
@@ -74,6 +75,7 @@ def test_defaults_and_relative_router_path(tmp_path: Path) -> None:
         ({"limits": {"max_bodysize": 1}}, "limits: unknown field(s) ['max_bodysize']"),
         ({"routing": {"batch_max_wait_ms": True}}, "routing.batch_max_wait_ms: expected a number"),
         ({"routing": {"torch_threads": 0}}, "routing.torch_threads"),
+        ({"routing": {"router_workers": 0}}, "routing.router_workers: expected an integer 1..64"),
         ({"server": {"port": 70000}}, "server.port"),
         ({"retry": []}, "retry: expected a mapping"),
         ({"circuit_breaker": {"failure_threshold": 0}}, "circuit_breaker.failure_threshold"),
@@ -98,8 +100,10 @@ def test_pool_mismatch_fails_startup_with_one_line(router_dir: Path) -> None:
     raw["backends"] = [b for b in raw["backends"] if b["name"] != "tiny-3b"] + [
         {"name": "gpt-5", "base_url": "http://127.0.0.1:9/v1"}
     ]
+    gateway = Gateway.load(parse(raw))
     with pytest.raises(ConfigError) as error:
-        Gateway.load(parse(raw))
+        gateway.start_router()  # the router workers report the pool
+    assert gateway.batcher is None
     message = str(error.value)
     assert "\n" not in message
     assert "no backend for ['tiny-3b']" in message and "['gpt-5'] not in the pool" in message
@@ -117,7 +121,7 @@ def test_unset_key_variables_fail_startup(router_dir: Path, monkeypatch: pytest.
 
 def test_missing_router_directory(tmp_path: Path) -> None:
     with pytest.raises(EntroRouterError, match="no router directory"):
-        Gateway.load(parse(minimal(tmp_path / "nowhere")))
+        Gateway.load(parse(minimal(tmp_path / "nowhere", routing={"router_workers": 1}))).start_router()
 
 
 def test_serve_cli_reports_a_bad_config_in_one_line(router_dir: Path, tmp_path: Path) -> None:
@@ -158,4 +162,4 @@ def test_serve_cli_reports_a_router_that_cannot_route_in_one_line(router_dir: Pa
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert "the router process failed to start" in lines[0] and "no-model" in lines[0]
+    assert "router worker 0 failed to start" in lines[0] and "no-model" in lines[0]

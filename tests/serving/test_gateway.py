@@ -177,6 +177,7 @@ def test_metrics_cover_requests_latency_and_circuits(shared_gateway: RunningGate
         "entrorouter_errors_total",
         "entrorouter_routing_seconds_bucket",
         "entrorouter_routing_batch_size_bucket",
+        "entrorouter_routing_queue_seconds_bucket",
         "entrorouter_router_inference_seconds_bucket",
         "entrorouter_upstream_seconds_bucket",
         "entrorouter_time_to_first_token_seconds_bucket",
@@ -216,6 +217,15 @@ def test_malformed_json_and_invalid_fields_are_400(shared_gateway: RunningGatewa
         assert response.status_code == 400 and response.json()["error"]["param"] == "model"
     with pytest.raises(openai.BadRequestError):
         sync_client(shared_gateway).chat.completions.create(model="entrorouter", messages=[])
+
+
+def test_a_number_beyond_float_range_is_400_not_forwarded_as_infinity(shared_gateway: RunningGateway, fake) -> None:
+    raw = b'{"model": "mini-api", "messages": [{"role": "user", "content": "x"}], "temperature": 1e999}'
+    with shared_gateway.client() as client:
+        response = client.post("/v1/chat/completions", content=raw)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+    assert "out of range" in response.json()["error"]["message"]
+    assert fake.counts()["mini-api"] == 0
 
 
 def test_body_over_the_limit_is_413(router_dir: Path, _fake_server) -> None:

@@ -6,7 +6,9 @@ the router picks, and the tests check what the client sees and what the backend 
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import threading
 import time
@@ -217,6 +219,7 @@ def test_over_the_in_flight_limit_new_requests_get_503(router_dir: Path, fake) -
         response = post(gateway, chat_body("y", model="mini-api"))
         first.join(10)
         assert response.status_code == 503 and response.json()["error"]["code"] == "overloaded"
+        assert response.headers["retry-after"] == "1"
 
 
 # ------------------------------------------------------------------ shutdown
@@ -248,15 +251,61 @@ def test_shutdown_drains_in_flight_requests(router_dir: Path, fake, ranking) -> 
         httpx.get(f"{gateway.url}/healthz", timeout=2)
 
 
-# ------------------------------------------------------------------ router process
-def test_a_dead_router_process_turns_health_red_and_routed_requests_into_500(router_dir: Path, fake) -> None:
-    with RunningGateway(gateway_config(router_dir, fake.base_url)) as gateway, gateway.client() as client:
+# ------------------------------------------------------------------ router workers
+def test_a_killed_router_worker_is_restarted_and_routing_goes_on(router_dir: Path, fake, tmp_path: Path) -> None:
+    copy = tmp_path / "router"
+    shutil.copytree(router_dir, copy)
+    with RunningGateway(gateway_config(copy, fake.base_url)) as gateway, gateway.client() as client:
+        os.kill(gateway.gateway.batcher.pids[0], signal.SIGKILL)
+        routed = client.post("/v1/chat/completions", json=chat_body(TEXT), timeout=120)
+        assert routed.status_code == 200  # failed over to the restarted worker
+        assert gateway.metric("entrorouter_router_restarts_total", worker="0") == 1
         assert client.get("/healthz").status_code == 200
-        pid = gateway.gateway.batcher.pid
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: client.get("/healthz").status_code == 503, 10, "healthz to notice")
-        assert client.get("/readyz").status_code == 503
-        routed = client.post("/v1/chat/completions", json=chat_body(TEXT))
+
+        shutil.rmtree(copy)  # from now on a restart cannot load the router
+        os.kill(gateway.gateway.batcher.pids[0], signal.SIGKILL)
+        routed = client.post("/v1/chat/completions", json=chat_body(TEXT), timeout=120)
         assert routed.status_code == 500 and routed.json()["error"]["code"] == "routing_failed"
+        assert client.get("/healthz").status_code == 503
+        assert client.get("/readyz").status_code == 503
         named = client.post("/v1/chat/completions", json=chat_body(TEXT, model="mini-api"))
         assert named.status_code == 200  # requests that name a backend need no router
+
+
+# ------------------------------------------------------------------ clients and rate limits
+def test_a_client_leaving_before_the_first_byte_frees_the_backend_at_once(router_dir: Path, fake, caplog) -> None:
+    config = gateway_config(
+        router_dir,
+        fake.base_url,
+        backend={"max_concurrency": 1, "timeout_s": 10, "max_retries": 2},
+        limits={"backend_wait_s": 0.5},
+        circuit_breaker={"failure_threshold": 1},  # one failure counted would open the circuit
+    )
+    with caplog.at_level(logging.INFO, logger="entrorouter.serving"), RunningGateway(config) as gateway:
+        fake.stall(8, model="mini-api", times=1)
+        with gateway.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/chat/completions", json=chat_body("x", model="mini-api"))
+        wait_for(lambda: gateway.metric("entrorouter_in_flight_requests") == 0, 3, "the request to be dropped")
+        assert gateway.metric("entrorouter_errors_total", model="mini-api", kind="client_left") == 1
+        # The slot is free (no 0.5 s wait, no 503) and the circuit stayed closed.
+        started = time.monotonic()
+        response = post(gateway, chat_body("again", model="mini-api"))
+        assert response.status_code == 200 and time.monotonic() - started < 0.5
+        assert gateway.metric("entrorouter_circuit_open", backend="mini-api") == 0
+        assert fake.counts()["mini-api"] == 2  # the abandoned call was not retried
+    records = [r for r in caplog.records if getattr(r, "fields", {}).get("error") == "client_left"]
+    assert len(records) == 1 and records[0].fields["status"] == 499
+
+
+def test_a_named_backends_429_reaches_the_client_with_its_retry_after(retrying_gateway, fake, ranking) -> None:
+    fake.fail(429, model="mini-api", retry_after=120)
+    response = post(retrying_gateway, chat_body("x", model="mini-api"))
+    assert response.status_code == 429 and response.headers["retry-after"] == "120"
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    with pytest.raises(openai.RateLimitError):
+        openai.OpenAI(base_url=retrying_gateway.base_url, api_key=CLIENT_KEY, max_retries=0).chat.completions.create(
+            model="mini-api", messages=[{"role": "user", "content": "x"}]
+        )
+    fake.fail(429, model=ranking[0], retry_after=120)  # a routed request still falls back
+    routed = post(retrying_gateway, chat_body(TEXT))
+    assert routed.status_code == 200 and routed.headers["x-entrorouter-model"] == ranking[1]

@@ -23,11 +23,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def children(pid: int) -> list[int]:
+    """The ids of ``pid``'s child processes (Linux /proc)."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_serve_runs_and_drains_on_sigterm(router_dir: Path, fake, tmp_path: Path) -> None:
     config = {
         "router": str(router_dir),
         "auth": {"api_key_envs": [CLIENT_KEY_ENV]},
         "server": {"drain_timeout_s": 10},
+        "routing": {"router_workers": 2},
         "backends": [{"name": m, "base_url": fake.base_url} for m in POOL],
     }
     path = tmp_path / "gateway.yaml"
@@ -49,7 +55,11 @@ def test_serve_runs_and_drains_on_sigterm(router_dir: Path, fake, tmp_path: Path
             except httpx.HTTPError:
                 return False
 
-        wait_for(healthy, 60, "the gateway to start")
+        wait_for(healthy, 180, "the gateway to start")  # two router workers load at once
+        # The router is loaded once per worker process, never in the gateway process itself.
+        assert "libtorch" not in Path(f"/proc/{process.pid}/maps").read_text()
+        workers = [pid for pid in children(process.pid) if "libtorch" in Path(f"/proc/{pid}/maps").read_text()]
+        assert len(workers) == 2  # routing.router_workers: 2
         headers = {"authorization": f"Bearer {CLIENT_KEY}"}
         fake.stall(1.0, model="mini-api", times=1)
         result: dict[str, httpx.Response] = {}

@@ -6,8 +6,24 @@ A router is loaded, routes and is saved from here: the query encoder handle
 retention target into a λ. This package imports nothing from ``training``, ``evaluation``
 or ``baselines``: those build routers (``Router.fit`` imports training on first use) and
 read them, so the gateway and ``entrorouter route`` load only what routing needs.
+
+The names below load on first use, so that :mod:`entrorouter.router.calibration` (numpy
+only) can be imported without torch: the gateway process reads retention targets with it.
 """
 
-from entrorouter.router.model import FORMAT_VERSION, Router, RouteResult, RoutingInputs
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["FORMAT_VERSION", "RouteResult", "Router", "RoutingInputs"]
+
+if TYPE_CHECKING:
+    from entrorouter.router.model import FORMAT_VERSION, Router, RouteResult, RoutingInputs
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from entrorouter.router import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'entrorouter.router' has no attribute {name!r}")

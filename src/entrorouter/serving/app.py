@@ -6,8 +6,9 @@ starts the runtime parts (router process, HTTP clients) and stops them after uvi
 drained the in-flight requests.
 
 Concurrency: the request handlers, circuit breakers and counters live on the event loop's
-thread; the router lives in the router process (:mod:`.batcher`), reached only through the
-batcher's queue, its collector thread and a pipe.
+thread; the router lives only in the router worker processes (:mod:`.batcher`), reached
+through the batcher's queue, its collector threads and pipes. The gateway process never
+loads the router (nor torch): the workers report its pool and default λ.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -32,22 +33,21 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from entrorouter.errors import ConfigError, EntroRouterError
-from entrorouter.serving.batcher import RoutingBatcher, RoutingError
+from entrorouter.serving.batcher import RouterSummary, RoutingBatcher, RoutingError
 from entrorouter.serving.breaker import CircuitBreaker, CircuitState
 from entrorouter.serving.chat import ApiError, ChatRequest, parse_chat_request, parse_json_body, routing_text
 from entrorouter.serving.config import ROUTER_MODEL, GatewayConfig
 from entrorouter.serving.dashboard import DashboardStats, dashboard_routes
 from entrorouter.serving.dispatch import Decision, Dispatcher, NoBackendAnswered, StreamStart
 from entrorouter.serving.metrics import GatewayMetrics
-from entrorouter.serving.upstream import Upstream, UpstreamRejected
-
-if TYPE_CHECKING:
-    from entrorouter.router import Router
+from entrorouter.serving.upstream import RateLimited, Upstream, UpstreamRejected
 
 log = logging.getLogger("entrorouter.serving")
 
 READINESS_CACHE_S = 1.0  # /readyz probes backends at most this often, whatever the poll rate
 READINESS_PROBE_TIMEOUT_S = 0.8  # under the 1 s default timeout of Kubernetes probes
+OVERLOADED_RETRY_AFTER_S = 1  # the pause a client refused at the concurrency limit is asked for
+CLIENT_LEFT_STATUS = 499  # logged (never sent) for a client gone before its answer
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 REJECT_REASONS = {
     400: "invalid_request",
@@ -59,12 +59,12 @@ REJECT_REASONS = {
 
 
 class Gateway:
-    """A loaded router and a validated config; :meth:`start` / :meth:`stop` own the rest."""
+    """A validated config; :meth:`start_router`, :meth:`start` and :meth:`stop` own the rest."""
 
-    def __init__(self, config: GatewayConfig, router: Router, client_keys: tuple[bytes, ...]) -> None:
+    def __init__(self, config: GatewayConfig, client_keys: tuple[bytes, ...]) -> None:
         self.config = config
-        self.router = router
         self.client_keys = client_keys
+        self.router: RouterSummary | None = None  # the pool and default λ, once the workers run
         self.metrics = GatewayMetrics()
         self.dashboard = DashboardStats(router)
         self.backend_names = frozenset(b.name for b in config.backends)
@@ -78,44 +78,55 @@ class Gateway:
 
     @classmethod
     def load(cls, config: GatewayConfig) -> Gateway:
-        """Load the router and check the config against it; one-line errors on a mismatch."""
-        from entrorouter.router import Router
-
-        router = Router.load(config.router)
-        check_pool(config, router.models)
+        """Check the keys the config names are set; one-line errors (the router: :meth:`start_router`)."""
         for backend in config.backends:
             backend.api_key()  # fails now, not on the first request, when its env var is unset
         keys = () if config.auth.disabled else config.auth.load_keys(config.source)
-        return cls(config, router, keys)
+        return cls(config, keys)
 
     def lam_for_target(self, target: float) -> float:
-        """λ for ``entrorouter@<target>``: the router's calibration curve, cached per target."""
+        """λ for ``entrorouter@<target>``: the router's calibration curve (as its workers
+        reported it), cached per target."""
         if target not in self._target_lams:
-            self._target_lams[target] = self.router.lam_for(None, target)
+            from entrorouter.router.calibration import Calibration
+
+            assert self.router is not None
+            if self.router.calibration is None:
+                raise EntroRouterError(
+                    "this router has no calibration curve (trained with calibration_folds = 0): route with a λ instead"
+                )
+            curve = Calibration.from_dict(self.router.calibration, source=str(self.config.router))
+            self._target_lams[target] = curve.lam_for(target)
         return self._target_lams[target]
 
     # ------------------------------------------------------------ lifecycle
     def start_router(self) -> None:
-        """Start the router process and wait until it is warm (blocking; one-line errors).
+        """Start the router workers, wait until they are warm, check the pool (blocking; one-line errors).
 
         ``entrorouter serve`` calls this before opening its socket, so a router that cannot
-        route fails startup with one clear line; :meth:`start` calls it when nobody did.
+        route, or a config that does not match its pool, fails startup with one clear line;
+        :meth:`start` calls it when nobody did.
         """
         routing = self.config.routing
         batcher = RoutingBatcher(
             self.config.router,
-            self.router.models,
+            workers=routing.router_workers,
             torch_threads=routing.torch_threads,
             max_batch_size=routing.batch_max_size,
             max_wait_s=routing.batch_max_wait_ms / 1000,
             on_batch=self._observe_batch,
+            on_restart=lambda worker: self.metrics.router_restarts.labels(worker).inc(),
         )
         try:
-            batcher.start()
+            summary = batcher.start()
+            check_pool(self.config, summary.models)
         except RoutingError as exc:
             batcher.close()
             raise EntroRouterError(f"{self.config.router}: {exc}") from None
-        self.batcher = batcher
+        except ConfigError:
+            batcher.close()
+            raise
+        self.batcher, self.router = batcher, summary
 
     async def start(self) -> None:
         if self.batcher is None:
@@ -153,9 +164,13 @@ class Gateway:
             await asyncio.to_thread(self.batcher.close)
         log.info("gateway stopped")
 
-    def _observe_batch(self, size: int, seconds: float) -> None:  # runs on the collector thread
-        self.metrics.routing_batch_size.observe(size)
-        self.metrics.router_inference_seconds.observe(seconds)
+    def _observe_batch(self, worker: str, size: int, waits: list[float], seconds: float) -> None:
+        """Per-worker batch metrics (runs on the worker's collector thread)."""
+        self.metrics.routing_batch_size.labels(worker).observe(size)
+        self.metrics.router_inference_seconds.labels(worker).observe(seconds)
+        queue_seconds = self.metrics.routing_queue_seconds.labels(worker)
+        for wait in waits:
+            queue_seconds.observe(wait)
 
     # ------------------------------------------------------------ chat completions
     async def chat_completions(self, request: Request) -> Response:
@@ -165,7 +180,11 @@ class Gateway:
             self._authorize(request)
             if self._in_flight >= self.config.limits.max_in_flight:
                 raise ApiError(
-                    503, "the gateway is at its concurrency limit; retry shortly", type="api_error", code="overloaded"
+                    503,
+                    "the gateway is at its concurrency limit; retry shortly",
+                    type="api_error",
+                    code="overloaded",
+                    headers={"retry-after": str(OVERLOADED_RETRY_AFTER_S)},
                 )
         except ApiError as exc:
             response = self._refused(exc, record)
@@ -183,8 +202,43 @@ class Gateway:
                 self._request_done(record, received)
 
     async def _answer(self, request: Request, record: dict[str, Any], received: float) -> Response:
+        """The response, or — if the client disconnects before it starts — nothing, at once.
+
+        A watcher waits for the client's disconnect while the request is routed and the
+        backend answers; if it comes first the handler is cancelled, which cancels the
+        backend call and releases its slot without a verdict for the circuit breaker.
+        """
         try:
             raw = await read_body(request, self.config.limits.max_body_bytes)
+        except ApiError as exc:
+            return self._refused(exc, record)
+        handler = asyncio.current_task()
+        assert handler is not None
+        left = False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            left = True
+            handler.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await self._route_and_forward(raw, record, received)
+        except asyncio.CancelledError:
+            if not left:
+                raise  # shutdown, not the client
+            handler.uncancel()
+            record.update(status=CLIENT_LEFT_STATUS, error="client_left")
+            self.metrics.errors.labels(record.get("chosen", "none"), "client_left").inc()
+            return Response(status_code=CLIENT_LEFT_STATUS)  # nobody is there to read it
+        finally:
+            watcher.cancel()
+
+    async def _route_and_forward(self, raw: bytes, record: dict[str, Any], received: float) -> Response:
+        try:
+            assert self.router is not None
             chat = parse_chat_request(parse_json_body(raw), self.backend_names, self.router.lam, self.lam_for_target)
         except ApiError as exc:
             return self._refused(exc, record)
@@ -221,6 +275,13 @@ class Gateway:
             self.metrics.errors.labels(decision.chosen, "rejected_by_backend").inc()
             record.update(status=exc.status, backend=exc.backend)
             return JSONResponse({"error": exc.error}, exc.status, headers={"x-request-id": record["request_id"]})
+        except RateLimited as exc:  # only for a backend the client named (routed requests fall back)
+            self.metrics.errors.labels(decision.chosen, "rate_limited").inc()
+            record.update(status=429, backend=exc.backend, error="rate_limited")
+            headers = {"x-request-id": record["request_id"]}
+            if exc.retry_after is not None:
+                headers["retry-after"] = exc.retry_after
+            return JSONResponse({"error": exc.error}, 429, headers=headers)
         record.update(status=completion.status, backend=completion.backend, fallbacks=completion.fallbacks)
         self.metrics.answered.labels(completion.backend).inc()
         headers = self._answer_headers(record, completion.backend, decision, completion.fallbacks)
@@ -278,7 +339,7 @@ class Gateway:
     @staticmethod
     def _error_response(exc: ApiError, record: dict[str, Any]) -> Response:
         record.update(status=exc.status, error=exc.code or exc.type)
-        return JSONResponse(exc.body(), exc.status, headers={"x-request-id": record["request_id"]})
+        return JSONResponse(exc.body(), exc.status, headers={**exc.headers, "x-request-id": record["request_id"]})
 
     def _request_done(self, record: dict[str, Any], received: float) -> None:
         self._in_flight -= 1
@@ -317,9 +378,9 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def healthz(self, request: Request) -> Response:
-        """Alive, unless the router process died: only a restart brings routing back."""
+        """Alive, unless no router worker runs or can be restarted: only a restart brings routing back."""
         if self.batcher is not None and not self.batcher.alive:
-            return JSONResponse({"status": "router process down"}, 503)
+            return JSONResponse({"status": "router workers down"}, 503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:

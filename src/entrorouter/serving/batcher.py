@@ -1,21 +1,26 @@
-"""Micro-batched routing in a separate router process.
+"""Micro-batched routing in router worker processes.
 
 The router is synchronous and CPU-bound, and embedding 16 texts costs much less than 16
 single calls. So request handlers do not call it directly: they enqueue their text and
-await a future. A collector thread takes the first waiting request plus everything else
-already queued (up to ``max_batch_size``) and sends the batch to the router process, which
-routes it in one ``Router.route`` call: one encoder call, each text at its own λ. While
-traffic is concurrent (this batch or the previous one had more than one request) the
-collector also waits up to ``max_wait_s`` for more to join; a request that finds the router
-idle is routed at once, with no wait. Under heavy load the queue fills while the previous
-batch is computed, so the encoder keeps up.
+await a future. Each router worker — a process with its own copy of the router — has a
+collector thread in the gateway that takes the first waiting request plus everything else
+already queued (up to ``max_batch_size``) and sends the batch to its worker, which routes
+it in one ``Router.route`` call: one encoder call, each text at its own λ. All collectors
+take from one queue, so a batch goes to whichever worker is free and the workers share the
+load. While traffic is concurrent (this batch or the collector's previous one had more
+than one request) a collector also waits up to ``max_wait_s`` for more to join; a request
+that finds a worker idle is routed at once, with no wait.
 
-Why a process and not a thread: the encoder runs hundreds of small torch operations per
-batch and needs the GIL between them; a busy event loop in the same process holds the GIL
-for up to the interpreter's switch interval (5 ms) each time, which made a batch 3-4x
-slower under load. In its own process the encoder has a core to itself. The router
-process loads the router from its directory (checking it is the pool the gateway was
-configured for), warms it up, and exits when the gateway closes the pipe.
+Why processes and not threads: the encoder runs hundreds of small operations per batch and
+needs the GIL between them; a busy event loop in the same process holds the GIL for up to
+the interpreter's switch interval (5 ms) each time, which made a batch 3-4x slower under
+load. In its own process each worker has a core to itself. The gateway process itself
+never loads the router: the workers report its pool and default λ when they are ready.
+
+A worker that dies (killed for memory, say) is restarted by its collector; the requests of
+the batch it was routing go back to the queue once (another worker, or the restarted one,
+routes them) and fail with :class:`RoutingError` if their second worker dies too. When no
+worker can be restarted, every waiting request fails at once: none hangs.
 """
 
 from __future__ import annotations
@@ -27,20 +32,38 @@ import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from entrorouter.router import RouteResult
+from typing import Any
 
 log = logging.getLogger("entrorouter.serving")
 
+#: Times a request is sent to a worker before a worker's death fails it.
+MAX_ATTEMPTS = 2
+
 
 class RoutingError(Exception):
-    """The router process could not route a batch (or is gone)."""
+    """No router worker could route a batch (or none is running)."""
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A routing decision as the gateway uses it (the router's ``RouteResult`` fields)."""
+
+    model: str
+    ranking: tuple[str, ...]
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RouterSummary:
+    """What the gateway needs to know about the router: its pool, default λ and calibration curve."""
+
+    models: tuple[str, ...]
+    lam: float
+    calibration: dict[str, Any] | None  # ``Calibration.to_dict()``, None when the router has none
 
 
 @dataclass
@@ -48,118 +71,179 @@ class _Pending:
     text: str
     lam: float
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[RouteResult]
+    future: asyncio.Future[Routed]
+    queued_at: float = field(default_factory=time.perf_counter)
+    attempts: int = 0
 
 
-_STOP = object()  # queued by close(): the collector finishes what it has and exits
+_STOP = object()  # queued by close(), once per worker: a collector finishes its batch and exits
+
+#: on_batch(worker, batch size, seconds each request queued, seconds the worker routed).
+BatchObserver = Callable[[str, int, list[float], float], None]
+
+
+class _Worker:
+    """One router process and the pipe to it (used by its collector thread only)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.collector: threading.Thread | None = None
+        self.collecting = False  # the collector thread runs (the process may be restarting)
+        self.previous_batch_size = 0
+
+    def launch(self, router_dir: Path, torch_threads: int) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork: the parent has threads
+        self.conn, child_end = context.Pipe()
+        self.process = context.Process(
+            target=_router_process,
+            args=(child_end, str(router_dir), torch_threads),
+            name=f"entrorouter-router-{self.name}",
+            daemon=True,
+        )
+        self.process.start()
+        child_end.close()  # the parent keeps one end: EOF on it means the child is gone
+
+    def wait_ready(self, timeout_s: float) -> RouterSummary:
+        """The router's summary once the worker has loaded and warmed it; RoutingError otherwise."""
+        assert self.conn is not None and self.process is not None
+        try:
+            if not self.conn.poll(timeout_s):
+                raise RoutingError(f"router worker {self.name} did not start within {timeout_s:g} s")
+            status, detail = self.conn.recv()
+        except (EOFError, OSError):
+            raise RoutingError(f"router worker {self.name} exited while starting") from None
+        if status != "ready":
+            raise RoutingError(f"router worker {self.name} failed to start: {detail}")
+        return RouterSummary(tuple(detail["models"]), float(detail["lam"]), detail["calibration"])
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+        if self.conn is not None:
+            self.conn.close()
+
+    def stop(self, timeout_s: float) -> None:
+        """Ask the process to exit (closing its pipe), then kill it if it does not."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.conn.close()
+        if self.process is not None:
+            self.process.join(timeout_s)
+            if self.process.is_alive():
+                log.warning("router worker did not stop; killing it", extra={"fields": {"worker": self.name}})
+                self.process.kill()
+                self.process.join(timeout_s)
 
 
 class RoutingBatcher:
-    """Routes texts in micro-batches in a router process; :meth:`route` is awaitable."""
+    """Routes texts in micro-batches across router worker processes; :meth:`route` is awaitable."""
 
     def __init__(
         self,
         router_dir: Path,
-        models: Sequence[str],
         *,
+        workers: int = 1,
         torch_threads: int = 1,
         max_batch_size: int = 32,
         max_wait_s: float = 0.002,
-        on_batch: Callable[[int, float], None] | None = None,
+        start_timeout_s: float = 300.0,
+        on_batch: BatchObserver | None = None,
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         self.router_dir = Path(router_dir)
-        self.models = tuple(models)
         self.torch_threads = torch_threads
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self._on_batch = on_batch  # (batch size, seconds in the router process), for metrics
+        self.start_timeout_s = start_timeout_s
+        self._on_batch = on_batch
+        self._on_restart = on_restart
+        self._workers = [_Worker(str(i)) for i in range(workers)]
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._previous_batch_size = 0  # collector thread only
+        self._closing = False
+        self.summary: RouterSummary | None = None
 
     @property
-    def pid(self) -> int | None:
-        """The router process's id (for operators and tests), once started."""
-        return self._process.pid if self._process is not None else None
+    def pids(self) -> list[int | None]:
+        """The worker processes' ids (for operators and tests), in worker order."""
+        return [w.process.pid if w.process is not None else None for w in self._workers]
 
     @property
     def alive(self) -> bool:
-        """Whether routing works: the collector thread and the router process both run."""
-        return bool(self._thread and self._thread.is_alive() and self._process and self._process.is_alive())
+        """Whether routing works: at least one collector still runs (its worker up or restarting)."""
+        return any(w.collecting for w in self._workers)
 
-    def start(self, timeout_s: float = 300.0) -> None:
-        """Start the router process, wait until it has loaded and warmed the router (blocking)."""
-        if self._thread is not None:
+    def start(self) -> RouterSummary:
+        """Start every worker, wait until each has loaded and warmed the router (blocking)."""
+        if self.summary is not None:
             raise RuntimeError("the routing batcher is already started")
-        context = multiprocessing.get_context("spawn")  # no fork: the parent has threads
-        self._conn, child_end = context.Pipe()
-        self._process = context.Process(
-            target=_router_process,
-            args=(child_end, str(self.router_dir), self.models, self.torch_threads),
-            name="entrorouter-router",
-            daemon=True,
-        )
-        self._process.start()
-        child_end.close()  # the parent keeps one end: EOF on it means the child is gone
-        if not self._conn.poll(timeout_s):
-            self._process.kill()
-            raise RoutingError(f"the router process did not start within {timeout_s:g} s")
-        status, detail = self._receive()
-        if status != "ready":
-            raise RoutingError(f"the router process failed to start: {detail}")
-        self._thread = threading.Thread(target=self._collect_and_route, name="entrorouter-routing", daemon=True)
-        self._thread.start()
+        for worker in self._workers:  # all load at once
+            worker.launch(self.router_dir, self.torch_threads)
+        try:
+            summaries = [worker.wait_ready(self.start_timeout_s) for worker in self._workers]
+        except RoutingError:
+            for worker in self._workers:  # the others are still loading: no point waiting
+                worker.kill()
+            raise
+        self.summary = summaries[0]
+        for worker in self._workers:
+            worker.collecting = True
+            worker.collector = threading.Thread(
+                target=self._collect_and_route, args=(worker,), name=f"entrorouter-routing-{worker.name}", daemon=True
+            )
+            worker.collector.start()
+        return self.summary
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Finish the queued requests, then stop the collector and the router process."""
-        if self._thread is not None:
+        """Finish the queued requests, then stop the collectors and the worker processes."""
+        self._closing = True
+        for _ in self._workers:
             self._queue.put(_STOP)
-            self._thread.join(timeout_s)
-        if self._process is not None:
-            self._process.join(timeout_s)
-            if self._process.is_alive():
-                log.warning("router process did not stop; killing it", extra={"fields": {"timeout_s": timeout_s}})
-                self._process.kill()
-                self._process.join(timeout_s)
-        if self._conn is not None:
-            self._conn.close()
+        for worker in self._workers:
+            if worker.collector is not None:
+                worker.collector.join(timeout_s)
+            worker.stop(timeout_s)
 
-    async def route(self, text: str, lam: float) -> RouteResult:
+    async def route(self, text: str, lam: float) -> Routed:
         """The routing decision for ``text`` at trade-off ``lam`` (validated by the caller)."""
         if not self.alive:
-            raise RoutingError("the router process is not running")
+            raise RoutingError("no router worker is running")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[RouteResult] = loop.create_future()
+        future: asyncio.Future[Routed] = loop.create_future()
         self._queue.put(_Pending(text, lam, loop, future))
-        if not self.alive:  # the process died while we queued: nobody else will answer
-            self._fail_queued(RoutingError("the router process is not running"))
+        if not self.alive:  # the last worker gave up while we queued: nobody else will answer
+            self._fail_queued(RoutingError("no router worker is running"))
         return await future
 
-    # ------------------------------------------------------------ collector thread
-    def _collect_and_route(self) -> None:
+    # ------------------------------------------------------------ collector threads
+    def _collect_and_route(self, worker: _Worker) -> None:
         stopping = False
         try:
             while not stopping:
                 first = self._queue.get()
                 if first is _STOP:
                     break
-                batch, stopping = self._collect(first)
-                if not self._route(batch):
-                    return  # the router process is gone
+                batch, stopping = self._collect(worker, first)
+                if not self._route(worker, batch) and not self._restart(worker):
+                    return
         finally:
-            self._fail_queued(RoutingError("the router process is not running"))
-            with contextlib.suppress(OSError):
-                assert self._conn is not None
-                self._conn.send(None)  # tells the router process to exit
+            worker.collecting = False  # before the check below: this collector no longer counts
+            if not self.alive:
+                self._fail_queued(RoutingError("no router worker is running"))
 
-    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+    def _collect(self, worker: _Worker, first: _Pending) -> tuple[list[_Pending], bool]:
         """``first``, what is queued, and (under concurrent traffic) what arrives within the wait."""
         batch, stop = [first], False
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch_size:
-            concurrent = len(batch) > 1 or self._previous_batch_size > 1
+            concurrent = len(batch) > 1 or worker.previous_batch_size > 1
             remaining = deadline - time.monotonic() if concurrent else 0.0
             try:
                 item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -169,39 +253,66 @@ class RoutingBatcher:
                 stop = True
                 break
             batch.append(item)
-        self._previous_batch_size = len(batch)
+        worker.previous_batch_size = len(batch)
         return batch, stop
 
-    def _route(self, batch: list[_Pending]) -> bool:
-        """Route one batch in the router process; False when the process is gone."""
-        from entrorouter.router import RouteResult
-
-        assert self._conn is not None
+    def _route(self, worker: _Worker, batch: list[_Pending]) -> bool:
+        """Route one batch on ``worker``; False when the worker died (its batch is dealt with)."""
+        assert worker.conn is not None
         started = time.perf_counter()
+        waits = [started - p.queued_at for p in batch]
+        for pending in batch:
+            pending.attempts += 1
         try:
-            self._conn.send(([p.text for p in batch], [p.lam for p in batch]))
-            status, detail = self._receive()
+            worker.conn.send(([p.text for p in batch], [p.lam for p in batch]))
+            status, detail = worker.conn.recv()
         except (EOFError, OSError):
-            log.error("the router process exited", extra={"fields": {"batch_size": len(batch)}})
-            for pending in batch:
-                _deliver(pending, exception=RoutingError("the router process exited"))
+            self._worker_died(worker, batch)
             return False
         # Bookkeeping before the answers go out: once a request resumes on the event loop,
         # this thread should be blocked on the queue, not competing with it for the GIL.
         if self._on_batch is not None:
-            self._on_batch(len(batch), time.perf_counter() - started)
+            self._on_batch(worker.name, len(batch), waits, time.perf_counter() - started)
         if status != "ok":
             log.error("routing failed", extra={"fields": {"batch_size": len(batch), "reason": detail}})
             for pending in batch:
                 _deliver(pending, exception=RoutingError(detail))
             return True
         for pending, (model, ranking, probabilities) in zip(batch, detail, strict=True):
-            _deliver(pending, result=RouteResult(model, tuple(ranking), probabilities))
+            _deliver(pending, result=Routed(model, tuple(ranking), probabilities))
         return True
 
-    def _receive(self) -> tuple[str, Any]:
-        assert self._conn is not None
-        return self._conn.recv()
+    def _worker_died(self, worker: _Worker, batch: list[_Pending]) -> None:
+        """Send the batch's requests to another worker once; fail those already retried."""
+        log.error("router worker exited", extra={"fields": {"worker": worker.name, "batch_size": len(batch)}})
+        for pending in batch:
+            if pending.attempts < MAX_ATTEMPTS and not self._closing:
+                self._queue.put(pending)
+            else:
+                _deliver(pending, exception=RoutingError("the router worker exited while routing this request"))
+
+    def _restart(self, worker: _Worker) -> bool:
+        """Replace ``worker``'s dead process; False (this collector gives up) if it cannot start."""
+        worker.stop(1.0)
+        if self._closing:
+            return False
+        worker.previous_batch_size = 0
+        try:
+            worker.launch(self.router_dir, self.torch_threads)
+            summary = worker.wait_ready(self.start_timeout_s)
+        except RoutingError as exc:
+            log.error(
+                "router worker could not be restarted", extra={"fields": {"worker": worker.name, "reason": str(exc)}}
+            )
+            return False
+        if summary != self.summary:  # the router directory changed under the gateway
+            log.error("restarted router worker loaded another router", extra={"fields": {"worker": worker.name}})
+            worker.stop(1.0)
+            return False
+        log.warning("router worker restarted", extra={"fields": {"worker": worker.name, "pid": worker.process.pid}})
+        if self._on_restart is not None:
+            self._on_restart(worker.name)
+        return True
 
     def _fail_queued(self, exc: Exception) -> None:
         while True:
@@ -213,8 +324,8 @@ class RoutingBatcher:
                 _deliver(item, exception=exc)
 
 
-def _deliver(pending: _Pending, *, result: RouteResult | None = None, exception: Exception | None = None) -> None:
-    """Resolve the request's future on its event loop (from the collector thread)."""
+def _deliver(pending: _Pending, *, result: Routed | None = None, exception: Exception | None = None) -> None:
+    """Resolve the request's future on its event loop (from a collector thread)."""
 
     def resolve() -> None:
         if pending.future.done():  # the request was cancelled (client gone)
@@ -228,25 +339,26 @@ def _deliver(pending: _Pending, *, result: RouteResult | None = None, exception:
         pending.loop.call_soon_threadsafe(resolve)
 
 
-# ------------------------------------------------------------------ router process
-def _router_process(conn: Connection, router_dir: str, models: tuple[str, ...], torch_threads: int) -> None:
+# ------------------------------------------------------------------ router worker process
+def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> None:
     """Load the router, say "ready", then route batches until the pipe says stop or closes.
 
-    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", None)`` once, then per
-    batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
+    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam", "calibration"})`` once,
+    then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
     """
     import torch
 
     torch.set_num_threads(torch_threads)
     try:
-        from entrorouter.router import Router
+        from entrorouter import Router
 
-        router = Router.load(router_dir, expected_models=models)  # the pool the gateway checked
+        router = Router.load(router_dir)
         router.route(["warm-up"])  # loads the encoder now, not on the first request
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None))
+    calibration = None if router.calibration is None else router.calibration.to_dict()
+    conn.send(("ready", {"models": list(router.models), "lam": router.lam, "calibration": calibration}))
     while True:
         try:
             message = conn.recv()

@@ -29,9 +29,11 @@ class ApiError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}  # sent with the error (say, Retry-After)
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -48,9 +50,13 @@ class ChatRequest:
 
 
 def parse_json_body(raw: bytes) -> Any:
-    """The request body as JSON; 400 when it is not (NaN and Infinity are not JSON)."""
+    """The request body as JSON; 400 when it is not (NaN and Infinity are not JSON).
+
+    A literal too large for a float (``1e999``) would parse as infinity and be forwarded as
+    ``Infinity``, which is not JSON either: it is refused the same way.
+    """
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(400, f"the request body is not valid JSON: {reason}", code="invalid_json") from None
@@ -58,6 +64,13 @@ def parse_json_body(raw: bytes) -> Any:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {literal[:40]} is out of range")
+    return value
 
 
 def parse_chat_request(

@@ -95,16 +95,23 @@ class LimitsConfig:
         _require(self.backend_wait_s >= 0, "backend_wait_s", "expected a number >= 0")
 
 
+def _cores() -> int:
+    """The cores this process may run on (the default number of router workers)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class RoutingConfig:
-    """What text is routed on and how routing requests are micro-batched."""
+    """What text is routed on, how many router worker processes route it, how it is micro-batched."""
 
     max_text_chars: int = 2000
+    router_workers: int = field(default_factory=_cores)
     batch_max_size: int = 32
     batch_max_wait_ms: float = 2.0
     torch_threads: int = 1
 
     def __post_init__(self) -> None:
+        _require(1 <= self.router_workers <= 64, "router_workers", "expected an integer 1..64")
         _require(self.max_text_chars >= 1, "max_text_chars", "expected an integer >= 1")
         _require(self.batch_max_size >= 1, "batch_max_size", "expected an integer >= 1")
         _require(0 <= self.batch_max_wait_ms <= 1000, "batch_max_wait_ms", "expected 0..1000 (milliseconds)")

@@ -27,7 +27,7 @@ from entrorouter.backends import BackendError, RetryPolicy, describe_error
 from entrorouter.serving.breaker import Permit
 from entrorouter.serving.metrics import GatewayMetrics
 from entrorouter.serving.sse import Event, data_event, encode, iter_events
-from entrorouter.serving.upstream import Upstream, UpstreamRejected, open_chat
+from entrorouter.serving.upstream import RateLimited, Upstream, UpstreamRejected, open_chat
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -40,6 +40,11 @@ class Decision:
     candidates: tuple[str, ...]
     max_attempts: int
     route_ms: float | None = None  # None: the client named the model, nothing was routed
+
+    @property
+    def named(self) -> bool:
+        """The client named the backend: no routing, no fallback."""
+        return self.route_ms is None
 
 
 class NoBackendAnswered(Exception):
@@ -234,6 +239,9 @@ class Dispatcher:
                 await call.finish(ok=True)  # the backend works; the request was refused
                 raise
             except (BackendError, BadAnswer, httpx.HTTPError) as exc:
+                if isinstance(exc, RateLimited) and decision.named:
+                    await call.finish(ok=None)  # the client asked for this backend: it gets the 429
+                    raise
                 await call.finish(ok=False)
                 reason = describe_error(exc)
                 failures.append(f"{name}: {reason}")
@@ -256,6 +264,9 @@ class Dispatcher:
 
     async def _take_slot(self, upstream: Upstream) -> bool:
         """A concurrency slot of the backend, waiting at most ``slot_wait_s``."""
+        if not upstream.slots.locked():  # the common case: a slot is free, no timer needed
+            await upstream.slots.acquire()
+            return True
         try:
             async with asyncio.timeout(self.slot_wait_s):
                 await upstream.slots.acquire()

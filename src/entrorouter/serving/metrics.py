@@ -42,14 +42,29 @@ class GatewayMetrics:
         )
         self.router_inference_seconds = Histogram(
             "entrorouter_router_inference_seconds",
-            "Router work per micro-batch (embedding + policy, in the router process), without the queueing",
+            "Router work per micro-batch (embedding + policy, in a router worker), without the queueing, by worker",
+            ["worker"],
+            buckets=ROUTING_BUCKETS,
+            registry=r,
+        )
+        self.routing_queue_seconds = Histogram(
+            "entrorouter_routing_queue_seconds",
+            "Time a routing request waited for a router worker to take it, by the worker that took it",
+            ["worker"],
             buckets=ROUTING_BUCKETS,
             registry=r,
         )
         self.routing_batch_size = Histogram(
             "entrorouter_routing_batch_size",
-            "Texts per router call (micro-batch size)",
+            "Texts per router call (micro-batch size), by worker",
+            ["worker"],
             buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.router_restarts = Counter(
+            "entrorouter_router_restarts",
+            "Router worker processes restarted after dying, by worker",
+            ["worker"],
             registry=r,
         )
         self.upstream_seconds = Histogram(

@@ -13,7 +13,10 @@ What an answer means for the request:
   broken server): :class:`~entrorouter.backends.BackendError`, the request falls back;
 * any other 4xx (400, 413, 422…): the backend refused *this request* (say, an invalid tool
   schema); another model would refuse it too, so :class:`UpstreamRejected` returns the
-  backend's error to the client.
+  backend's error to the client;
+* 429 after the retries: :class:`RateLimited`, a BackendError that keeps the backend's
+  ``Retry-After``, so a client that named the backend gets the 429 and the pause it asked
+  for (a routed request falls back like on any failure).
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ class UpstreamRejected(Exception):
     def __init__(self, backend: str, status: int, error: dict[str, Any]) -> None:
         super().__init__(f"backend {backend!r} refused the request with HTTP {status}")
         self.backend, self.status, self.error = backend, status, error
+
+
+class RateLimited(BackendError):
+    """The backend still answered 429 after the retries; ``retry_after`` is its header (or None)."""
+
+    def __init__(self, backend: str, error: dict[str, Any], retry_after: str | None) -> None:
+        super().__init__(backend, "HTTP 429", 429, error)
+        self.error, self.retry_after = error, retry_after
 
 
 @dataclass
@@ -115,10 +126,13 @@ async def open_chat(
             error = await _read_error(response)
             if status not in RETRYABLE_STATUS and status < 500 and status not in BACKEND_FAULT_STATUS:
                 raise UpstreamRejected(backend.name, status, error)
-            last = BackendError(backend.name, f"HTTP {status}", status, error)
+            retry_after = response.headers.get("retry-after")
+            if status == 429:
+                last = RateLimited(backend.name, error, retry_after)
+            else:
+                last = BackendError(backend.name, f"HTTP {status}", status, error)
             if status not in RETRYABLE_STATUS:
                 break
-            retry_after = response.headers.get("retry-after")
         if attempt > backend.max_retries:
             break
         hinted = parse_retry_after(retry_after)

@@ -1,0 +1,85 @@
+"""Per-query encoder cost, side by side: ``minilm`` (torch, int8) vs ``minilm-onnx`` (ONNX Runtime, int8).
+
+    ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_encoder_speed.py
+
+One text per call (how the gateway's router workers embed, and what keeps a vector
+independent of its batch mates), one thread, interleaved in rounds so that both encoders
+see the same machine load: short chat prompts, and MMLU-Pro questions with their options
+(median about 155 tokens, of which both read 128). Reports median ms per text and the
+ratio, with the load average. Writes ``benchmarks/results/encoder_speed.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from entrorouter.data.datasets import load_source
+from entrorouter.features.encoders import make_encoder
+
+ENCODERS = ("minilm", "minilm-onnx")
+SHORT = [
+    "What is the capital of Australia?",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Compute the derivative of x^3 sin(x).",
+    "Is a verbal contract legally binding?",
+    "Explain the difference between TCP and UDP.",
+    "Write a haiku about the sea.",
+]
+
+
+def load() -> str:
+    return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--texts", type=int, default=60, help="texts of each kind per round")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_speed.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    mmlu = [str(q) for q in load_source("mmlu_pro").split("train").queries[: args.texts]]
+    kinds = {"short chat prompts": [f"{SHORT[i % len(SHORT)]} (#{i})" for i in range(args.texts)], "MMLU-Pro": mmlu}
+    encoders = {name: make_encoder(name) for name in ENCODERS}
+    for encoder in encoders.values():
+        encoder.encode(SHORT)  # load (and for minilm-onnx export, once) and warm up
+    load_before = load()
+    ms: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.rounds):
+        for kind, texts in kinds.items():
+            for name, encoder in encoders.items():
+                started = time.perf_counter()
+                encoder.encode(texts)
+                ms.setdefault((kind, name), []).append((time.perf_counter() - started) * 1000 / len(texts))
+    lines = [
+        "# Encoder speed: `minilm` vs `minilm-onnx`, one text per call, 1 thread",
+        "",
+        "Command: `ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python "
+        "benchmarks/bench_encoder_speed.py`.",
+        "",
+        f"Load average (1, 5, 15 min) before: {load_before}; after: {load()} on {os.cpu_count()} CPUs (a shared "
+        f"machine: read the ratio, not the absolute figures). Median over {args.rounds} interleaved rounds of "
+        f"{args.texts} texts.",
+        "",
+        "| texts | " + " | ".join(f"`{n}` ms/text" for n in ENCODERS) + " | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for kind in kinds:
+        medians = [statistics.median(ms[kind, name]) for name in ENCODERS]
+        lines.append(f"| {kind} | {' | '.join(f'{m:.2f}' for m in medians)} | {medians[0] / medians[1]:.1f}x |")
+    lines.append("")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
