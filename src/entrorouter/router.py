@@ -42,6 +42,7 @@ from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import Encoder, encoder_from_state, make_encoder
 from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input, policy_input_dim
+from entrorouter.training.backbone import finetune_encoder
 from entrorouter.training.capability import CapabilityEstimator, as_float_tensor, make_capability
 from entrorouter.training.config import TrainConfig
 from entrorouter.training.trainer import RoutingData, Trainer
@@ -151,14 +152,16 @@ class Router:
 
         self.encoder = make_encoder(c.encoder)
         self.encoder.fit(texts)
+        val_mask = np.zeros(table.n_queries, dtype=bool)
+        val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
+        fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+        self.training_log = []
+        if getattr(self.encoder, "trainable", False):  # minilm-ft: fine-tune it on the fit rows first
+            finetune_encoder(self.encoder, table.subset(fit_rows), c, log=self.training_log.append)
         if features is None:
             features = self.embed(texts, progress=progress)
         elif features.shape[0] != table.n_queries:
             raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
-
-        val_mask = np.zeros(table.n_queries, dtype=bool)
-        val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
-        fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
         # C: mean cost of the strongest model normalises every cost.
         strongest = table.strongest_model()
@@ -183,7 +186,6 @@ class Router:
         train_data = routing_data(fit_rows, oof[fit_rows])
         val_data = routing_data(val_rows, oof[val_rows])
         self.policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
-        self.training_log = []
         started = time.perf_counter()
         val_table = table.subset(val_rows)
         Trainer(

@@ -7,6 +7,8 @@ Registry names (``make_encoder(spec)``):
   first 128 tokens of a query with its linear layers quantised to int8 (see
   :class:`MiniLMEncoder` for why);
 * ``minilm-full`` — the same model unmodified: float32, 256 tokens;
+* ``minilm-ft[:options]`` — MiniLM with LoRA adapters that ``Router.fit`` fine-tunes end to
+  end (:mod:`entrorouter.features.finetuned`; needs ``peft``);
 * ``st:<path>`` — any sentence-transformers model folder on disk;
 * ``hashed-tfidf`` — a cheap fallback: word 1-2-grams hashed into 2**14 buckets, sublinear
   TF, IDF fitted on the training queries, projected to 512 dims by a fixed random
@@ -287,7 +289,7 @@ class HashedTfidfEncoder(Encoder):
 
 
 # ------------------------------------------------------------------ registry
-ENCODER_NAMES = ("minilm", "minilm-full", "hashed-tfidf", "st:<path>")
+ENCODER_NAMES = ("minilm", "minilm-full", "minilm-ft", "hashed-tfidf", "st:<path>")
 
 
 def make_encoder(spec: str) -> Encoder:
@@ -296,6 +298,10 @@ def make_encoder(spec: str) -> Encoder:
         return MiniLMEncoder(fast=spec == "minilm")
     if spec == "hashed-tfidf":
         return HashedTfidfEncoder()
+    if spec.split(":")[0] == "minilm-ft":
+        from entrorouter.features.finetuned import FineTunedMiniLMEncoder
+
+        return FineTunedMiniLMEncoder.from_spec(spec)
     if spec.startswith("st:"):
         return SentenceTransformerEncoder(spec[3:], name=spec)
     raise EntroRouterError(f"unknown encoder {spec!r}; expected one of {', '.join(ENCODER_NAMES)}")
@@ -310,6 +316,10 @@ def encoder_from_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -
         if encoder.idf.shape != (encoder.n_buckets,):
             raise EntroRouterError(f"encoder idf has shape {encoder.idf.shape}, expected ({encoder.n_buckets},)")
         return encoder
+    if kind == "minilm-ft":
+        from entrorouter.features.finetuned import FineTunedMiniLMEncoder
+
+        return FineTunedMiniLMEncoder.from_state(config, tensors)
     if kind == "minilm":
         encoder = MiniLMEncoder(fast=bool(config.get("fast", True)))
     elif kind == "sentence-transformers":
