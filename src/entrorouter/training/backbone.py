@@ -163,9 +163,8 @@ def finetune_encoder(
         lam = torch.exp(math.log(config.lam_min) + u * math.log(config.lam_max / config.lam_min))
         return torch.where(torch.rand(n, generator=generator) < 0.1, torch.zeros(n), lam)
 
-    def logits(batch: RoutingData, vectors: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        anchor = anchor_logits(batch.capability, batch.cost_pred, lam, config.anchor_temperature)
-        return head(vectors, lam, anchor)
+    def anchor(batch: RoutingData, lam: torch.Tensor) -> torch.Tensor:
+        return anchor_logits(batch.capability, batch.cost_pred, lam, config.anchor_temperature)
 
     @torch.no_grad()
     def val_reward() -> float:
@@ -176,7 +175,7 @@ def finetune_encoder(
         rewards = []
         for value in val_lams:
             lam = torch.full((len(val),), float(value))
-            choice = route_first_observed(logits(val, vectors, lam), val.observed)
+            choice = route_first_observed(head(vectors, lam, anchor(val, lam)), val.observed)
             rewards.append(float(val.rewards(lam).gather(1, choice[:, None]).mean()))
         return float(np.mean(rewards))
 
@@ -191,10 +190,9 @@ def finetune_encoder(
             batch = train.subset(rows)
             lam = sample_lams(len(rows))
             vectors = encoder.embed_for_training(list(texts[batch.features.numpy().tolist()]))
-            logp = F.log_softmax(logits(batch, vectors, lam), dim=1)
-            anchor_logp = F.log_softmax(
-                anchor_logits(batch.capability, batch.cost_pred, lam, config.anchor_temperature), 1
-            )
+            anchor_batch = anchor(batch, lam)
+            logp = F.log_softmax(head(vectors, lam, anchor_batch), dim=1)
+            anchor_logp = F.log_softmax(anchor_batch, dim=1)
             kl_anchor = kl(logp, anchor_logp).mean()
             metrics: dict[str, Any] = {}
             if stage == "backbone-sft":
