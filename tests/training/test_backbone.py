@@ -22,57 +22,63 @@ from entrorouter.training.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 
-SPEC = "minilm-ft:max_tokens=24,sft_epochs=3,rl_epochs=1,batch_size=16,val_queries=12"
-ROUTER_CONFIG = {"encoder": SPEC, "capability": "knn", "sft_epochs": 1, "rl_iterations": 2, "hidden": 32}
+SPEC = "minilm-ft:max_tokens=16,sft_epochs=4,rl_epochs=1,batch_size=16,val_queries=8,lr=0.003"
+ROUTER_CONFIG = {"encoder": SPEC, "capability": "knn", "sft_epochs": 1, "rl_iterations": 1, "hidden": 16}
 
 
 @pytest.fixture(scope="module")
 def table():
     from entrorouter.data.demo import make_demo_table
 
-    return make_demo_table(n_queries=60, seed=3)
-
-
-def finetuned(table, seed: int):
-    encoder = make_encoder(SPEC)
-    log: list[dict] = []
-    finetune_encoder(encoder, table, TrainConfig(seed=seed), log=log.append)
-    return encoder, log
+    return make_demo_table(n_queries=40, seed=3)
 
 
 @pytest.fixture(scope="module")
-def run_seed0(table):
-    return finetuned(table, 0)
+def runs(table):
+    """One encoder fine-tuned three times from the same start: seeds 0, 0 and 1."""
+    encoder = make_encoder(SPEC)
+    start, base_id = encoder.adapter_state(), encoder.cache_id
+    out = []
+    for seed in (0, 0, 1):
+        encoder.load_adapter_state(start)
+        log: list[dict] = []
+        finetune_encoder(encoder, table, TrainConfig(seed=seed), log=log.append)
+        out.append({"cache_id": encoder.cache_id, "adapters": encoder.adapter_state(), "log": log})
+    return encoder, base_id, out
 
 
-def test_finetune_moves_the_adapters_and_lowers_the_training_loss(run_seed0) -> None:
-    encoder, log = run_seed0
-    base = make_encoder(SPEC)
-    assert any(np.abs(v - base.adapter_state()[k]).max() > 1e-6 for k, v in encoder.adapter_state().items())
-    assert encoder.cache_id != base.cache_id  # the cache never mixes base and fine-tuned vectors
-    sft = [r for r in log if r["stage"] == "backbone-sft" and "loss" in r]
-    first, last = (np.mean([r["loss"] for r in sft if r["epoch"] == e]) for e in (0, 2))
+def test_finetune_moves_the_adapters_and_lowers_the_training_loss(runs) -> None:
+    _, base_id, (run, *_) = runs
+    # LoRA's B matrices start at zero (the base model); training moves them.
+    assert max(np.abs(v).max() for k, v in run["adapters"].items() if "lora_B" in k) > 1e-4
+    assert run["cache_id"] != base_id  # the cache never mixes base and fine-tuned vectors
+    sft = [r for r in run["log"] if r["stage"] == "backbone-sft" and "loss" in r]
+    first, last = (np.mean([r["loss"] for r in sft if r["epoch"] == e]) for e in (0, 3))
     assert last < first
-    assert [r for r in log if r.get("event") == "done"][0]["cache_id"] == encoder.cache_id
+    assert any(r["stage"] == "backbone-rl" and "reward" in r for r in run["log"])
+    assert next(r for r in run["log"] if r.get("event") == "done")["cache_id"] == run["cache_id"]
 
 
-def test_finetune_is_deterministic_and_seeds_differ(table, run_seed0) -> None:
-    encoder, _ = run_seed0
-    again, _ = finetuned(table, 0)
-    assert again.cache_id == encoder.cache_id
-    np.testing.assert_array_equal(again.encode(["Explain a treaty."]), encoder.encode(["Explain a treaty."]))
-    other, _ = finetuned(table, 1)
-    assert other.cache_id != encoder.cache_id
+def test_finetune_is_deterministic_and_seeds_differ(runs) -> None:
+    _, _, (first, again, other) = runs
+    assert again["cache_id"] == first["cache_id"]
+    for name, value in first["adapters"].items():
+        np.testing.assert_array_equal(again["adapters"][name], value)
+    assert other["cache_id"] != first["cache_id"]
 
 
-def test_cache_keys_vectors_by_fine_tune(tmp_path: Path, run_seed0) -> None:
-    encoder, _ = run_seed0
+def test_cache_keys_vectors_by_fine_tune(tmp_path: Path, runs) -> None:
+    encoder, _, (first, _, other) = runs
     cache = EmbeddingCache(tmp_path)
-    base = make_encoder(SPEC)
     texts = ["Explain how a dosage affects the therapy."]
-    np.testing.assert_allclose(cache.embed(base, texts), base.encode(texts), atol=1e-6)
-    np.testing.assert_allclose(cache.embed(encoder, texts), encoder.encode(texts), atol=1e-6)
-    assert len(list(tmp_path.iterdir())) == 2
+    vectors = {}
+    for run in (first, other):
+        encoder.load_adapter_state(run["adapters"])
+        vectors[run["cache_id"]] = cache.embed(encoder, texts)
+        np.testing.assert_array_equal(vectors[run["cache_id"]], encoder.encode(texts))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(vectors)
+    a, b = vectors.values()
+    assert not np.array_equal(a, b)
 
 
 def test_router_round_trip_routes_identically(table, tmp_path: Path) -> None:
@@ -82,7 +88,7 @@ def test_router_round_trip_routes_identically(table, tmp_path: Path) -> None:
     config = json.loads((path / "config.json").read_text())
     assert config["encoder"]["kind"] == "minilm-ft"
     assert (path / "weights.safetensors").stat().st_size < 2_000_000  # adapters only, not the 90 MB base
-    queries = [str(q) for q in table.queries[:12]]
+    queries = [str(q) for q in table.queries[:8]]
     loaded = Router.load(path)
     assert loaded.encoder.cache_id == router.encoder.cache_id
     for a, b in zip(router.route(queries), loaded.route(queries), strict=True):
@@ -90,8 +96,8 @@ def test_router_round_trip_routes_identically(table, tmp_path: Path) -> None:
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
 
 
-def test_saved_encoder_checks_its_adapters(run_seed0) -> None:
-    encoder, _ = run_seed0
+def test_saved_encoder_checks_its_adapters(runs) -> None:
+    encoder, _, _ = runs
     config, tensors = encoder.state()
     assert encoder_from_state(config, tensors).cache_id == encoder.cache_id
     tampered = {k: v + 0.01 for k, v in tensors.items()}
