@@ -157,6 +157,8 @@ class Router:
         fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
         self.training_log = []
         if getattr(self.encoder, "trainable", False):  # minilm-ft: fine-tune it on the fit rows first
+            if features is not None:
+                raise EntroRouterError(f"fit fine-tunes the encoder {c.encoder}, so it embeds the queries itself")
             finetune_encoder(self.encoder, table.subset(fit_rows), c, log=self.training_log.append)
         if features is None:
             features = self.embed(texts, progress=progress)
