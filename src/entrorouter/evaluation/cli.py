@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.983,
         help="share of the strongest model's accuracy an operating point must keep on validation (default 0.983)",
     )
-    bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in ones, e.g. entrorouter_ft)")
+    bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in entrorouter_ft)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
