@@ -111,3 +111,10 @@ def test_missing_peft_and_bad_options_are_clear_errors(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft now fails, as when it is not installed
     with pytest.raises(EntroRouterError, match=r"needs the package peft: pip install 'entrorouter\[backbone\]'"):
         make_encoder("minilm-ft")
+
+
+def test_benchmark_runs_the_fine_tuned_router_only_when_named() -> None:
+    from entrorouter.baselines.base import REGISTRY
+
+    assert "entrorouter_ft" in REGISTRY and not REGISTRY["entrorouter_ft"].default
+    assert all(cls.default for name, cls in REGISTRY.items() if name != "entrorouter_ft")
