@@ -83,6 +83,8 @@ class BackboneConfig:
         for name in ("sft_epochs", "rl_epochs"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"backbone setting {name!r}: expected an integer >= 0, got {getattr(self, name)!r}")
+        if self.sft_epochs + self.rl_epochs < 1:
+            raise ConfigError("backbone settings 'sft_epochs' + 'rl_epochs': expected at least one epoch")
         if not self.lr > 0 or not self.max_seconds > 0:
             raise ConfigError("backbone settings 'lr' and 'max_seconds' must be > 0")
         if self.max_queries is not None and self.max_queries < 20:
