@@ -115,6 +115,7 @@ def test_missing_peft_and_bad_options_are_clear_errors(monkeypatch: pytest.Monke
 
 def test_benchmark_runs_the_fine_tuned_router_only_when_named() -> None:
     from entrorouter.baselines.base import REGISTRY
+    from entrorouter.baselines.routers import EntroRouterFineTuned
 
-    assert "entrorouter_ft" in REGISTRY and not REGISTRY["entrorouter_ft"].default
+    assert REGISTRY["entrorouter_ft"] is EntroRouterFineTuned and not EntroRouterFineTuned.default
     assert all(cls.default for name, cls in REGISTRY.items() if name != "entrorouter_ft")
