@@ -61,7 +61,7 @@ def write_queries(texts: list[str], n: int, path: Path) -> None:
 def train_router(encoder: str, n_train: int | None, path: Path) -> None:
     from entrorouter.data.datasets import load_source
     from entrorouter.router import Router
-    from entrorouter.training.config import TrainConfig
+    from entrorouter.router.config import TrainConfig
 
     train = load_source("mmlu_pro").split("train")
     if n_train is not None:

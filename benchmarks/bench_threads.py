@@ -57,7 +57,8 @@ def main() -> int:
         f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {cores} cores, "
         f"load average {load_start:.1f} -> {load_end:.1f}",
         "",
-        f"MiniLM (`minilm`), {len(texts)} MMLU-Pro test questions, no cache (model loaded once); median of {args.rounds} alternating rounds.",
+        f"MiniLM (`minilm`), {len(texts)} MMLU-Pro test questions, no cache (model loaded once); "
+        f"median of {args.rounds} alternating rounds.",
         "",
         "| threads | queries/s (median) | rounds |",
         "|---|---|---|",

@@ -66,6 +66,8 @@ class BenchmarkRouter(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    #: False: run only when named (``--routers``), e.g. because it is slow on a CPU.
+    default: ClassVar[bool] = True
 
     def applicable(self, ctx: RoutingContext) -> bool:
         """Whether this router makes sense for the pool (e.g. 2-model routers)."""

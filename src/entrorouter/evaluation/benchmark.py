@@ -391,7 +391,7 @@ class Benchmark:
 
     # ------------------------------------------------------------------- run
     def router_names(self) -> list[str]:
-        names = list(self.config.routers) if self.config.routers else list(REGISTRY)
+        names = list(self.config.routers) if self.config.routers else [n for n, r in REGISTRY.items() if r.default]
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
             raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")

@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the resplit study instead: N random train/test resplits (stratified by task), "
         "violation rates and cost reductions over them; writes resplits.json and resplits.md",
     )
-    bench.add_argument("--routers", help="comma-separated router names (default: all)")
+    bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in entrorouter_ft)")
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")

@@ -10,6 +10,8 @@ Registry names (``make_encoder(spec)``):
 * ``minilm-onnx`` — the same model exported to ONNX (mean pooling included) with int8
   weights, run by ONNX Runtime on the first 128 tokens; exported and quantised locally at
   first use and cached (see :class:`OnnxMiniLMEncoder` for why);
+* ``minilm-ft[:options]`` — MiniLM with LoRA adapters that ``Router.fit`` fine-tunes end to
+  end (:mod:`entrorouter.features.finetuned`; needs ``peft``);
 * ``st:<path>`` — any sentence-transformers model folder on disk;
 * ``hashed-tfidf`` — a cheap fallback: word 1-2-grams hashed into 2**14 buckets, sublinear
   TF, IDF fitted on the training queries, projected to 512 dims by a fixed random
@@ -423,7 +425,7 @@ class HashedTfidfEncoder(Encoder):
 
 
 # ------------------------------------------------------------------ registry
-ENCODER_NAMES = ("minilm", "minilm-full", "minilm-onnx", "hashed-tfidf", "st:<path>")
+ENCODER_NAMES = ("minilm", "minilm-full", "minilm-onnx", "minilm-ft", "hashed-tfidf", "st:<path>")
 
 
 def make_encoder(spec: str) -> Encoder:
@@ -434,6 +436,10 @@ def make_encoder(spec: str) -> Encoder:
         return OnnxMiniLMEncoder()
     if spec == "hashed-tfidf":
         return HashedTfidfEncoder()
+    if spec.split(":")[0] == "minilm-ft":
+        from entrorouter.features.finetuned import FineTunedMiniLMEncoder
+
+        return FineTunedMiniLMEncoder.from_spec(spec)
     if spec.startswith("st:"):
         return SentenceTransformerEncoder(spec[3:], name=spec)
     raise EntroRouterError(f"unknown encoder {spec!r}; expected one of {', '.join(ENCODER_NAMES)}")
@@ -448,6 +454,10 @@ def encoder_from_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -
         if encoder.idf.shape != (encoder.n_buckets,):
             raise EntroRouterError(f"encoder idf has shape {encoder.idf.shape}, expected ({encoder.n_buckets},)")
         return encoder
+    if kind == "minilm-ft":
+        from entrorouter.features.finetuned import FineTunedMiniLMEncoder
+
+        return FineTunedMiniLMEncoder.from_state(config, tensors)
     if kind == "minilm":
         encoder = MiniLMEncoder(fast=bool(config.get("fast", True)))
     elif kind == "minilm-onnx":

@@ -66,7 +66,7 @@ class Gateway:
         self.client_keys = client_keys
         self.router: RouterSummary | None = None  # the pool and default λ, once the workers run
         self.metrics = GatewayMetrics()
-        self.dashboard = DashboardStats(router)
+        self.dashboard: DashboardStats | None = None  # needs the router's pool: set once the workers run
         self.backend_names = frozenset(b.name for b in config.backends)
         self.batcher: RoutingBatcher | None = None
         self.dispatcher: Dispatcher | None = None
@@ -127,6 +127,7 @@ class Gateway:
             batcher.close()
             raise
         self.batcher, self.router = batcher, summary
+        self.dashboard = DashboardStats(summary)
 
     async def start(self) -> None:
         if self.batcher is None:
@@ -351,7 +352,8 @@ class Gateway:
         if record.get("route_ms") is not None:
             record["route_ms"] = round(record["route_ms"], 2)
         log.info("chat completion", extra={"fields": record})
-        self.dashboard.finished(record)
+        if self.dashboard is not None:
+            self.dashboard.finished(record)
 
     def _authorize(self, request: Request) -> None:
         """401 unless the request carries one of the client keys (constant-time comparison)."""

@@ -38,6 +38,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from entrorouter.data.cost import CostPredictor
+
 log = logging.getLogger("entrorouter.serving")
 
 #: Times a request is sent to a worker before a worker's death fails it.
@@ -59,11 +61,14 @@ class Routed:
 
 @dataclass(frozen=True)
 class RouterSummary:
-    """What the gateway needs to know about the router: its pool, default λ and calibration curve."""
+    """What the gateway needs to know about the router: its pool, default λ, calibration curve,
+    and (for the dashboard's saving estimate) its strongest model and cost predictor."""
 
     models: tuple[str, ...]
     lam: float
     calibration: dict[str, Any] | None  # ``Calibration.to_dict()``, None when the router has none
+    strongest: str
+    cost_predictor: CostPredictor
 
 
 @dataclass
@@ -116,7 +121,13 @@ class _Worker:
             raise RoutingError(f"router worker {self.name} exited while starting") from None
         if status != "ready":
             raise RoutingError(f"router worker {self.name} failed to start: {detail}")
-        return RouterSummary(tuple(detail["models"]), float(detail["lam"]), detail["calibration"])
+        return RouterSummary(
+            tuple(detail["models"]),
+            float(detail["lam"]),
+            detail["calibration"],
+            detail["strongest"],
+            CostPredictor.from_tensors(detail["cost"]),
+        )
 
     @property
     def alive(self) -> bool:
@@ -343,7 +354,8 @@ def _deliver(pending: _Pending, *, result: Routed | None = None, exception: Exce
 def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> None:
     """Load the router, say "ready", then route batches until the pipe says stop or closes.
 
-    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam", "calibration"})`` once,
+    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam", "calibration",
+    "strongest", "cost"})`` once,
     then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
     """
     import torch
@@ -358,7 +370,14 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     calibration = None if router.calibration is None else router.calibration.to_dict()
-    conn.send(("ready", {"models": list(router.models), "lam": router.lam, "calibration": calibration}))
+    ready = {
+        "models": list(router.models),
+        "lam": router.lam,
+        "calibration": calibration,
+        "strongest": router.trained_on.get("strongest_model") or router.models[-1],
+        "cost": router.cost_predictor.tensors(),
+    }
+    conn.send(("ready", ready))
     while True:
         try:
             message = conn.recv()

@@ -30,8 +30,8 @@ from entrorouter.serving.breaker import CircuitState
 from entrorouter.serving.chat import ApiError
 
 if TYPE_CHECKING:
-    from entrorouter.router import Router
     from entrorouter.serving.app import Gateway
+    from entrorouter.serving.batcher import RouterSummary
 
 WINDOW_S = 60.0
 MAX_SAMPLES = 100_000  # per window: bounds memory whatever the request rate
@@ -40,11 +40,11 @@ MAX_SAMPLES = 100_000  # per window: bounds memory whatever the request rate
 class DashboardStats:
     """Counters and latency samples of the requests this replica handled."""
 
-    def __init__(self, router: Router, *, window_s: float = WINDOW_S, max_samples: int = MAX_SAMPLES) -> None:
+    def __init__(self, router: RouterSummary, *, window_s: float = WINDOW_S, max_samples: int = MAX_SAMPLES) -> None:
         self.router = router
         self.window_s = window_s
         self.started = time.monotonic()
-        self.strongest = router.trained_on.get("strongest_model") or router.models[-1]
+        self.strongest = router.strongest
         self._strongest_index = router.models.index(self.strongest)
         self._model_index = {m: i for i, m in enumerate(router.models)}
         self.routed_events: deque[tuple[float, str, float]] = deque(maxlen=max_samples)  # (t, model, route ms)
@@ -129,6 +129,8 @@ def dashboard_routes(gateway: Gateway) -> list[Route]:
             gateway._authorize(request)
         except ApiError as exc:
             return JSONResponse(exc.body(), exc.status)
+        if gateway.dashboard is None:
+            return JSONResponse({"error": {"message": "the router is still starting"}}, 503)
         return JSONResponse(gateway.dashboard.snapshot(gateway), headers={"cache-control": "no-store"})
 
     return [Route("/dashboard", page, methods=["GET"]), Route("/dashboard/stats", stats, methods=["GET"])]

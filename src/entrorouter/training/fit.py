@@ -32,7 +32,9 @@ from entrorouter.policy.mlp import policy_input_dim
 from entrorouter.router import Router
 from entrorouter.router.calibration import Calibration, lambda_grid
 from entrorouter.router.capability import FoldPlan, as_float_tensor
+from entrorouter.router.config import TrainConfig
 from entrorouter.router.model import capability_for, policy_for
+from entrorouter.training.backbone import finetune_encoder
 from entrorouter.training.trainer import RoutingData, Trainer
 
 
@@ -77,13 +79,20 @@ def fit_router(
     texts = [str(q) for q in table.queries]
     router.encoder = make_encoder(c.encoder)
     router.encoder.fit(texts)
+    router.training_log = []
+    if getattr(router.encoder, "trainable", False):  # minilm-ft: fine-tuned end to end first
+        if features is not None:
+            raise EntroRouterError(f"fit fine-tunes the encoder {c.encoder}, so it embeds the queries itself")
+        say(progress, f"fine-tuning the encoder {c.encoder}")
+        # Only on the policy's training rows: its validation rows stay unseen, as without fine-tuning.
+        policy_rows = ~validation_mask(table.n_queries, c)
+        finetune_encoder(router.encoder, table.subset(policy_rows), c, log=router.training_log.append)
     if features is None:
         features = router.embed(texts, progress=progress)
     elif features.shape[0] != table.n_queries:
         raise ValueError(f"features has {features.shape[0]} rows for {table.n_queries} queries")
 
     started = time.perf_counter()
-    router.training_log = []
     if c.calibration_folds and fold_plan is None:
         fold_plan = FoldPlan(stratified_folds(table, c.calibration_folds, c.seed), c.calibration_folds)
     fit_parts(router, table, features, fold_plan, progress=progress)
@@ -113,6 +122,14 @@ def default_lam(router: Router) -> float:
     return float(calibration.lams[max(certified - 1, 0)])
 
 
+def validation_mask(n_queries: int, config: TrainConfig) -> np.ndarray:
+    """The rows held out from the policy's training for early stopping (seeded, ``val_fraction``)."""
+    rng = np.random.default_rng(config.seed)
+    mask = np.zeros(n_queries, dtype=bool)
+    mask[rng.permutation(n_queries)[: max(1, round(config.val_fraction * n_queries))]] = True
+    return mask
+
+
 def fit_parts(
     router: Router,
     table: OutcomeTable,
@@ -128,11 +145,9 @@ def fit_parts(
     out-of-fold estimates (along ``fold_plan``'s folds when given) keep those rows honest.
     """
     c = router.config
-    rng = np.random.default_rng(c.seed)
     router.models = table.models
     texts = [str(q) for q in table.queries]
-    val_mask = np.zeros(table.n_queries, dtype=bool)
-    val_mask[rng.permutation(table.n_queries)[: max(1, round(c.val_fraction * table.n_queries))]] = True
+    val_mask = validation_mask(table.n_queries, c)
     fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
     # C: mean cost of the strongest model normalises every cost.
