@@ -45,7 +45,7 @@ def send(gateway: RunningGateway, n: int) -> None:
         client.chat.completions.create(model="entrorouter", messages=[{"role": "user", "content": PROMPTS[i % 6]}])
 
 
-def test_stats_need_a_client_key_and_count_traffic(gateway, fake):
+def test_stats_need_a_client_key_and_count_traffic(gateway, fake, router):
     with gateway.client(headers={"authorization": "Bearer wrong"}) as anonymous:
         assert anonymous.get("/dashboard/stats").status_code == 401
     with gateway.client() as client:
@@ -61,7 +61,7 @@ def test_stats_need_a_client_key_and_count_traffic(gateway, fake):
     assert 0 < stats["routing_ms"]["p50"] <= stats["routing_ms"]["p99"]
     assert stats["upstream_ms"]["p50"] > 0
     saving = stats["saving"]
-    assert saving["strongest_model"] == gateway.gateway.router.trained_on["strongest_model"]
+    assert saving["strongest_model"] == gateway.gateway.router.strongest == router.trained_on["strongest_model"]
     routed, strongest = saving["predicted_cost_usd"], saving["predicted_cost_strongest_usd"]
     assert saving["fraction"] == pytest.approx(1 - routed / strongest)
     if stats["requests_by_model_total"][POOL[-1]]:

@@ -68,7 +68,7 @@ class RouterSummary:
     lam: float
     calibration: dict[str, Any] | None  # ``Calibration.to_dict()``, None when the router has none
     strongest: str
-    cost_predictor: CostPredictor
+    cost_predictor: CostPredictor = field(compare=False)  # derived from the same weights as the rest
 
 
 @dataclass
