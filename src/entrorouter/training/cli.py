@@ -206,7 +206,7 @@ def _print_calibration(router: Router) -> None:
     import numpy as np
 
     calibration = router.calibration
-    if calibration is None:
+    if calibration is None or router.config.lam is not None:  # a λ given by hand: nothing was chosen
         return
     target = router.config.target_retention
     if router.config.lam is None and not router.trained_on.get("target_reached", True):
