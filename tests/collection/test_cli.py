@@ -122,7 +122,7 @@ def test_killed_run_resumes_and_sends_only_what_is_missing(
     pool = write_pool(tmp_path / "pool.yaml", fake.base_url, backend_extra="max_concurrency: 2")
     out = tmp_path / "t.parquet"
     store = store_path_for(out)
-    fake.stall(0.05)  # 120 pairs / 6 workers x 50 ms: about a second to stop it in
+    fake.stall(0.2)  # 120 pairs / 6 workers x 200 ms: about four seconds to stop it in, even on a busy machine
     process = subprocess.Popen(
         cli_command("--queries", queries, "--config", pool, "--out", out), stderr=subprocess.PIPE, text=True
     )
