@@ -112,6 +112,14 @@ def graded_pairs(store: Path) -> set[tuple[str, str]]:
             return set()
 
 
+def default_signals() -> None:
+    """Start the child as a shell would: SIGINT and SIGTERM at their defaults and unblocked
+    (an earlier test in this process, e.g. one running Ray, may have changed what children inherit)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["ctrl-c", "term", "kill-9"])
 def test_killed_run_resumes_and_sends_only_what_is_missing(
     stop: signal.Signals, tmp_path: Path, fake: FakeBackend
@@ -124,7 +132,10 @@ def test_killed_run_resumes_and_sends_only_what_is_missing(
     store = store_path_for(out)
     fake.stall(0.2)  # 120 pairs / 6 workers x 200 ms: about four seconds to stop it in, even on a busy machine
     process = subprocess.Popen(
-        cli_command("--queries", queries, "--config", pool, "--out", out), stderr=subprocess.PIPE, text=True
+        cli_command("--queries", queries, "--config", pool, "--out", out),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_signals,
     )
     deadline = time.monotonic() + 30
     while len(graded_pairs(store)) < 20:
