@@ -28,6 +28,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -48,6 +49,7 @@ RESULTS = REPO / "benchmarks" / "results" / "gateway.md"
 LITELLM = "litellm[proxy]>=1.108,<1.109"  # the newest 1.108 whose extras resolve
 DEFAULT_LITELLM_VENV = Path.home() / ".cache" / "entrorouter" / "bench-litellm-venv"
 KEY_ENV, KEY = "ENTROROUTER_BENCH_KEY", "bench-client-key"
+LITELLM_KEY = "sk-bench-" + secrets.token_hex(16)  # per run, never logged
 START_TIMEOUT_S = 300  # a server's start on a busy machine (LiteLLM imports a lot)
 BURST_CONCURRENCY = 32
 SUSTAINED_SHARE = 0.75  # of the pass-through's max throughput
@@ -200,7 +202,8 @@ def litellm_proxy(workdir: Path, executable: Path, backend_url: str, models: tup
     path = workdir / "litellm.yaml"
     path.write_text(yaml.safe_dump(config))
     port = free_port()
-    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": "", "NO_DOCS": "1"}
+    # LiteLLM refuses to start without a master key; clients then authenticate with it, as they do with ours.
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY, "NO_DOCS": "1"}
     command = [str(executable), "--config", str(path), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"]
     return Server("litellm", command, port, workdir, env=env, ready_path="/health/liveliness")
 
@@ -515,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             if litellm is not None:
                 try:
                     with litellm_proxy(workdir, litellm, fake.base_url, models) as proxy:
-                        target = Target(label, f"{proxy.url}/v1/chat/completions", models[0])
+                        auth = {"authorization": f"Bearer {LITELLM_KEY}"}
+                        target = Target(label, f"{proxy.url}/v1/chat/completions", models[0], auth)
                         paths[label] = measure(target, args.rates, args.rate_s, args.burst_s)
                         paths[label].rss_mb, paths[label].ready_s = proxy.rss_mb, proxy.ready_s
                 except RuntimeError as exc:
