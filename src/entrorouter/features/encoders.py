@@ -10,6 +10,10 @@ Registry names (``make_encoder(spec)``):
 * ``minilm-onnx`` — the same model exported to ONNX (mean pooling included) with int8
   weights, run by ONNX Runtime on the first 128 tokens; exported and quantised locally at
   first use and cached (see :class:`OnnxMiniLMEncoder` for why);
+* ``minilm-static`` — a static token-embedding table distilled locally from the same model
+  (one MiniLM pass per vocabulary token, once, cached): a query is the normalised mean of
+  its tokens' rows, tens of microseconds with numpy and tokenizers only, at some cost in
+  routing quality (see :class:`StaticMiniLMEncoder`);
 * ``minilm-ft[:options]`` — MiniLM with LoRA adapters that ``Router.fit`` fine-tunes end to
   end (:mod:`entrorouter.features.finetuned`; needs ``peft``);
 * ``st:<path>`` — any sentence-transformers model folder on disk;
@@ -351,6 +355,172 @@ def _export_minilm_onnx(model_dir: Path, out: Path) -> None:
             quiet.setLevel(level)
 
 
+# ------------------------------------------------------------------ static table
+#: Bump when the distillation recipe (pooling, normalisation, PCA, weights) changes:
+#: routers record it in their encoder's cache_id, so an old table is never reused.
+STATIC_RECIPE_VERSION = 1
+
+
+class StaticMiniLMEncoder(Encoder):
+    """A static token-embedding table distilled from all-MiniLM-L6-v2: a lookup and a mean.
+
+    Why: a gateway's routed latency is bounded by its encoder, and even the int8 ONNX
+    network (``minilm-onnx``) costs milliseconds per query on CPU, while the target is a
+    routed p50 of 3 ms. A static table costs a tokenizer call plus a row lookup per token,
+    so it reads far more of a query (the first :attr:`max_tokens` = 512 tokens) for a small
+    fraction of that; the price is a context-free vector (no attention between tokens), so
+    it is an opt-in trade-off, measured in ``benchmarks/results/encoder_quality.md``.
+
+    Distillation (once per machine and recipe, needs torch; :func:`distil_static_table`):
+    the packaged model embeds every vocabulary token alone, as ``[CLS] token [SEP]``, mean-
+    pooled and L2-normalised as the sentence model does for a sentence; the rows are
+    centred and rotated onto their principal axes (exact SVD in numpy, signs fixed), keeping
+    all 384 components. Cutting to 256 components, or weighting tokens so that frequent ones
+    count less (Zipf ``log(1 + rank)`` with the vocabulary order as the rank, or SIF
+    ``a / (a + p)``), scored lower or no better on validation folds of the training splits,
+    so neither is applied. The table is cached as float32 in
+    ``<cache>/static/<cache_id>.safetensors`` (written atomically).
+
+    Encoding (numpy, tokenizers and safetensors only, no torch): the packaged
+    ``tokenizer.json`` without special tokens, truncated at 512 tokens; the mean of the
+    tokens' rows, L2-normalised (a text with no token embeds as zeros). Each text is
+    encoded on its own, so its vector never depends on its batch mates.
+    """
+
+    kind = "minilm-static"
+    cacheable = True
+    max_tokens = 512
+    out_dim = 384
+
+    def __init__(self) -> None:
+        self.path = minilm_path()
+        self._weights = SentenceTransformerEncoder(self.path)  # identifies the packaged weights
+        self._table: np.ndarray | None = None
+        self._keep: np.ndarray | None = None
+        self._tokenizer: Any = None
+
+    @property
+    def dim(self) -> int:
+        return self.out_dim
+
+    @property
+    def cache_id(self) -> str:
+        return f"{self._weights.cache_id}-static{STATIC_RECIPE_VERSION}-d{self.out_dim}-t{self.max_tokens}"
+
+    def table_file(self) -> Path:
+        """The distilled table, distilled on first use."""
+        from entrorouter.features.cache import default_cache_dir
+
+        path = default_cache_dir() / "static" / f"{self.cache_id}.safetensors"
+        if not path.exists():
+            from safetensors.numpy import save_file
+
+            from entrorouter.data.io import atomic_path
+
+            table = distil_static_table(self.path, self.out_dim)
+            with atomic_path(path) as tmp:
+                save_file({"table": table}, str(tmp))
+        return path
+
+    def _load(self) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        tokenizer.enable_truncation(self.max_tokens)
+        tokenizer.no_padding()
+        keep = ~_special_tokens(tokenizer)
+        path = self.table_file()
+        table = load_file(str(path))["table"]
+        if table.shape != (keep.size, self.out_dim) or table.dtype != np.float32:
+            raise EntroRouterError(
+                f"the static table {path} has shape {table.shape} ({table.dtype}), expected "
+                f"({keep.size}, {self.out_dim}) float32; delete it to distil it again"
+            )
+        self._table, self._keep, self._tokenizer = table, keep, tokenizer
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 0, progress: bool = False) -> np.ndarray:
+        if self._table is None:
+            self._load()
+        table, keep, tokenizer = self._table, self._keep, self._tokenizer
+        assert table is not None and keep is not None
+        out = np.zeros((len(texts), self.out_dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+            ids = ids[keep[ids]]
+            if ids.size:
+                vector = table[ids].sum(axis=0)  # the mean's direction; the norm is divided out
+                out[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return out
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"kind": self.kind, "cache_id": self.cache_id}, {}
+
+
+def _special_tokens(tokenizer: Any) -> np.ndarray:
+    """(vocab,) bool: the tokenizer's bracketed tokens ([PAD], [CLS], [SEP], [MASK], [UNK],
+    [unusedN]), which carry no meaning of the text and are left out of its mean."""
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    special = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
+    for token, index in vocab.items():
+        if token.startswith("[") and token.endswith("]"):
+            special[index] = True
+    return special
+
+
+def distil_static_table(model_dir: Path, dim: int, *, token_ids: np.ndarray | None = None) -> np.ndarray:
+    """The (vocab, dim) float32 table of :class:`StaticMiniLMEncoder` (its docstring has the
+    recipe). ``token_ids`` (tests) embeds only those tokens; the others' rows are zeros."""
+    from tokenizers import Tokenizer
+
+    special = _special_tokens(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    ids = np.flatnonzero(~special) if token_ids is None else np.asarray(token_ids, dtype=np.int64)
+    outputs = _token_outputs(model_dir, ids)
+    table = np.zeros((special.size, dim), dtype=np.float32)
+    table[ids] = principal_axes(outputs, dim)
+    return table
+
+
+def _token_outputs(model_dir: Path, ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """(len(ids), hidden) float64: the sentence model's L2-normalised mean-pooled output for
+    each token alone, as ``[CLS] token [SEP]`` (torch, in batches of equal length: no padding)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    out = np.empty((ids.size, model.config.hidden_size), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, ids.size, batch_size):
+            middle = torch.from_numpy(ids[start : start + batch_size])
+            batch = torch.stack([torch.full_like(middle, cls), middle, torch.full_like(middle, sep)], dim=1)
+            hidden = model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
+            pooled = torch.nn.functional.normalize(hidden.mean(dim=1), dim=1)
+            out[start : start + middle.numel()] = pooled.double().numpy()
+    return out
+
+
+def principal_axes(rows: np.ndarray, dim: int) -> np.ndarray:
+    """``rows`` centred and projected on their ``dim`` leading principal axes, float32.
+
+    Exact SVD in float64; each axis's sign is fixed so that its largest-magnitude entry is
+    positive, so the result does not depend on the LAPACK build's sign choices.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if not 0 < dim <= min(rows.shape):
+        raise ValueError(f"cannot keep {dim} principal axes of a {rows.shape} matrix")
+    centred = rows - rows.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:dim]
+    signs = np.sign(axes[np.arange(dim), np.abs(axes).argmax(axis=1)])
+    return (centred @ (axes * signs[:, None]).T).astype(np.float32)
+
+
 # ------------------------------------------------------------------ hashed TF-IDF
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -425,7 +595,7 @@ class HashedTfidfEncoder(Encoder):
 
 
 # ------------------------------------------------------------------ registry
-ENCODER_NAMES = ("minilm", "minilm-full", "minilm-onnx", "minilm-ft", "hashed-tfidf", "st:<path>")
+ENCODER_NAMES = ("minilm", "minilm-full", "minilm-onnx", "minilm-static", "minilm-ft", "hashed-tfidf", "st:<path>")
 
 
 def make_encoder(spec: str) -> Encoder:
@@ -434,6 +604,8 @@ def make_encoder(spec: str) -> Encoder:
         return MiniLMEncoder(fast=spec == "minilm")
     if spec == "minilm-onnx":
         return OnnxMiniLMEncoder()
+    if spec == "minilm-static":
+        return StaticMiniLMEncoder()
     if spec == "hashed-tfidf":
         return HashedTfidfEncoder()
     if spec.split(":")[0] == "minilm-ft":
@@ -462,6 +634,8 @@ def encoder_from_state(config: dict[str, Any], tensors: dict[str, np.ndarray]) -
         encoder = MiniLMEncoder(fast=bool(config.get("fast", True)))
     elif kind == "minilm-onnx":
         encoder = OnnxMiniLMEncoder()
+    elif kind == "minilm-static":
+        encoder = StaticMiniLMEncoder()
     elif kind == "sentence-transformers":
         encoder = SentenceTransformerEncoder(
             config["path"], name=config.get("name"), max_tokens=config.get("max_tokens"), int8=bool(config.get("int8"))
