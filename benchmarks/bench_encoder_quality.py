@@ -4,7 +4,8 @@
 
 Every encoder against ``minilm`` (the default: first 128 tokens, torch with int8 linear
 layers): ``minilm-full`` (256 tokens, float32) and ``minilm-onnx`` (the same network in
-ONNX Runtime, int8, 128 tokens), on MMLU-Pro and the RouterBench subset. The test splits
+ONNX Runtime, int8, 128 tokens) by default; ``--encoders minilm minilm-onnx minilm-static``
+adds the static table distilled from MiniLM (512 tokens). On MMLU-Pro and the RouterBench subset. The test splits
 are never loaded: for each seed a dataset's train split is cut into 80% for fitting and 20%
 held out, and `Benchmark` (which itself carves its operating-point validation from the 80%)
 reports every router's AIQ on the held-out 20%. Writes ``benchmarks/results/encoder_quality.md``.
@@ -67,7 +68,7 @@ def write_report(args: argparse.Namespace, aiq: dict[tuple[str, str, str], list[
         f"# Encoder quality: {', '.join(f'`{e}`' for e in others)} against `{reference}`",
         "",
         "Command: `ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python "
-        "benchmarks/bench_encoder_quality.py`.",
+        f"benchmarks/bench_encoder_quality.py{''.join(' ' + a for a in sys.argv[1:])}`.",
         "",
         f"**Train splits only** (the test splits are never loaded): for seeds 0–{args.seeds - 1}, 80% of a "
         "dataset's train split fits every router and 20% is held out; AIQ on the held-out 20% (mean, then per "

@@ -1,12 +1,14 @@
-"""Per-query encoder cost, side by side: ``minilm`` (torch, int8) vs ``minilm-onnx`` (ONNX Runtime, int8).
+"""Per-query encoder cost, side by side: ``minilm`` (torch, int8), ``minilm-onnx`` (ONNX Runtime, int8)
+and ``minilm-static`` (a distilled token table: tokenizer, lookup and mean in numpy).
 
     ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_encoder_speed.py
 
 One text per call (how the gateway's router workers embed, and what keeps a vector
-independent of its batch mates), one thread, interleaved in rounds so that both encoders
-see the same machine load: short chat prompts, and MMLU-Pro questions with their options
-(median about 155 tokens, of which both read 128). Reports median ms per text and the
-ratio, with the load average. Writes ``benchmarks/results/encoder_speed.md``.
+independent of its batch mates), one thread, interleaved in rounds so that every encoder
+sees the same machine load: short chat prompts, and MMLU-Pro questions with their options
+(median about 155 tokens, of which the networks read 128 and the static table up to 512).
+Reports median ms per text and each encoder's speed-up over the first, with the load
+average. Writes ``benchmarks/results/encoder_speed.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from entrorouter.data.datasets import load_source
 from entrorouter.features.encoders import make_encoder
 
-ENCODERS = ("minilm", "minilm-onnx")
+ENCODERS = ("minilm", "minilm-onnx", "minilm-static")
 SHORT = [
     "What is the capital of Australia?",
     "Write a Python function that checks whether a string is a palindrome.",
@@ -42,14 +44,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--texts", type=int, default=60, help="texts of each kind per round")
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), help="the first is the reference")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_speed.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     mmlu = [str(q) for q in load_source("mmlu_pro").split("train").queries[: args.texts]]
     kinds = {"short chat prompts": [f"{SHORT[i % len(SHORT)]} (#{i})" for i in range(args.texts)], "MMLU-Pro": mmlu}
-    encoders = {name: make_encoder(name) for name in ENCODERS}
+    names = list(args.encoders)
+    encoders = {name: make_encoder(name) for name in names}
     for encoder in encoders.values():
-        encoder.encode(SHORT)  # load (and for minilm-onnx export, once) and warm up
+        encoder.encode(SHORT)  # load (export or distil, once) and warm up
     load_before = load()
     ms: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.rounds):
@@ -59,7 +63,7 @@ def main() -> int:
                 encoder.encode(texts)
                 ms.setdefault((kind, name), []).append((time.perf_counter() - started) * 1000 / len(texts))
     lines = [
-        "# Encoder speed: `minilm` vs `minilm-onnx`, one text per call, 1 thread",
+        f"# Encoder speed: {' vs '.join(f'`{n}`' for n in names)}, one text per call, 1 thread",
         "",
         "Command: `ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python "
         "benchmarks/bench_encoder_speed.py`.",
@@ -68,12 +72,17 @@ def main() -> int:
         f"machine: read the ratio, not the absolute figures). Median over {args.rounds} interleaved rounds of "
         f"{args.texts} texts.",
         "",
-        "| texts | " + " | ".join(f"`{n}` ms/text" for n in ENCODERS) + " | speed-up |",
-        "|---|---|---|---|",
+        "| texts | "
+        + " | ".join(f"`{n}` ms/text" for n in names)
+        + " | "
+        + " | ".join(f"`{n}` speed-up" for n in names[1:])
+        + " |",
+        "|---|" + "---|" * (2 * len(names) - 1),
     ]
     for kind in kinds:
-        medians = [statistics.median(ms[kind, name]) for name in ENCODERS]
-        lines.append(f"| {kind} | {' | '.join(f'{m:.2f}' for m in medians)} | {medians[0] / medians[1]:.1f}x |")
+        medians = [statistics.median(ms[kind, name]) for name in names]
+        speedups = [f"{medians[0] / m:.1f}x" for m in medians[1:]]
+        lines.append(f"| {kind} | {' | '.join(f'{m:.3f}' for m in medians)} | {' | '.join(speedups)} |")
     lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
