@@ -481,9 +481,10 @@ def distil_static_table(model_dir: Path, dim: int, *, token_ids: np.ndarray | No
     return table
 
 
-def _token_outputs(model_dir: Path, ids: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """(len(ids), hidden) float64: the sentence model's L2-normalised mean-pooled output for
-    each token alone, as ``[CLS] token [SEP]`` (torch, in batches of equal length: no padding)."""
+def _token_outputs(model_dir: Path, ids: np.ndarray, batch_size: int = 512, *, normalise: bool = True) -> np.ndarray:
+    """(len(ids), hidden) float64: the sentence model's mean-pooled output for each token
+    alone, as ``[CLS] token [SEP]``, L2-normalised unless ``normalise`` is False (the recipe
+    benchmark compares both); torch, in batches of equal length: no padding."""
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModel
@@ -500,7 +501,9 @@ def _token_outputs(model_dir: Path, ids: np.ndarray, batch_size: int = 512) -> n
             middle = torch.from_numpy(ids[start : start + batch_size])
             batch = torch.stack([torch.full_like(middle, cls), middle, torch.full_like(middle, sep)], dim=1)
             hidden = model(input_ids=batch, attention_mask=torch.ones_like(batch)).last_hidden_state
-            pooled = torch.nn.functional.normalize(hidden.mean(dim=1), dim=1)
+            pooled = hidden.mean(dim=1)
+            if normalise:
+                pooled = torch.nn.functional.normalize(pooled, dim=1)
             out[start : start + middle.numel()] = pooled.double().numpy()
     return out
 
