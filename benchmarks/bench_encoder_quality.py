@@ -39,6 +39,9 @@ def main() -> int:
         "--encoders", nargs="+", default=list(ENCODERS), help=f"the first is the reference ({REFERENCE})"
     )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    parser.add_argument(
+        "--routers", nargs="+", default=ROUTERS, help="routers to compare (entrorouter is by far the slowest)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
 
@@ -49,13 +52,13 @@ def main() -> int:
             held_out = np.zeros(train.n_queries, dtype=bool)
             held_out[np.random.default_rng(100 + seed).permutation(train.n_queries)[: train.n_queries // 5]] = True
             for encoder in args.encoders:
-                config = BenchmarkConfig(seed=seed, routers=ROUTERS, encoder=encoder, n_boot=100)
+                config = BenchmarkConfig(seed=seed, routers=args.routers, encoder=encoder, n_boot=100)
                 results = Benchmark(
                     train.subset(~held_out), train.subset(held_out), config, dataset=dataset, progress=say
                 ).run()
-                for router in ROUTERS:
+                for router in args.routers:
                     aiq.setdefault((dataset, encoder, router), []).append(results["routers"][router]["aiq"])
-                scores = ", ".join(f"{r} {aiq[dataset, encoder, r][-1]:.4f}" for r in ROUTERS)
+                scores = ", ".join(f"{r} {aiq[dataset, encoder, r][-1]:.4f}" for r in args.routers)
                 print(f"{dataset} seed {seed} {encoder}: {scores}", flush=True)
         write_report(args, aiq, args.datasets[: args.datasets.index(dataset) + 1])  # each dataset as it is done
     return 0
@@ -86,7 +89,7 @@ def write_report(args: argparse.Namespace, aiq: dict[tuple[str, str, str], list[
             + " |",
             "|---|" + "---|" * (2 * len(args.encoders) - 1),
         ]
-        for router in ROUTERS:
+        for router in args.routers:
             values = {e: np.array(aiq[dataset, e, router]) for e in args.encoders}
             cells = [f"{v.mean():.4f} ({' '.join(f'{x:.4f}' for x in v)})" for v in values.values()]
             gaps = [f"{values[e].mean() - values[reference].mean():+.4f}" for e in others]
