@@ -59,7 +59,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in entrorouter_ft)")
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
-    bench.add_argument("--encoder", default="minilm", help="minilm (default), minilm-full, hashed-tfidf or st:<folder>")
+    bench.add_argument(
+        "--encoder",
+        default="minilm",
+        help="minilm (default), minilm-full, minilm-onnx, minilm-static, hashed-tfidf or st:<folder>",
+    )
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
     bench.add_argument("--data-dir", help=DATA_DIR_HELP)
     bench.set_defaults(handler=cmd_benchmark)

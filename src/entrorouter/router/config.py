@@ -23,6 +23,7 @@ class TrainConfig:
     # --- features
     encoder: str = "minilm"
     """Query encoder: "minilm" (128 tokens, int8), "minilm-full" (the unmodified model),
+    "minilm-onnx" (ONNX Runtime), "minilm-static" (a distilled token table: fastest, opt-in),
     "hashed-tfidf" or "st:<folder of a sentence-transformers model>"."""
 
     # --- trade-off
