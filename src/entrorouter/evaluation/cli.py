@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dataset",
         action="append",
         help="a public dataset with its fixed split "
-        "(mmlu_pro, routerbench_subset, routellm_2model) or 'all'; repeatable",
+        "(mmlu_pro, routerbench_subset, routellm_2model, or a larger variant) or 'all' (the first three); repeatable",
     )
     source.add_argument("--train", help="training outcome table (use with --test)")
     bench.add_argument("--test", help="test outcome table (with --train)")
@@ -85,7 +85,7 @@ def embed_on_engine(tables: list, encoder_name: str, engine: str, ray_address: s
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from entrorouter.data.datasets import DATASETS, dataset_name, load_source
+    from entrorouter.data.datasets import BENCHMARK_DATASETS, DATASETS, dataset_name, load_source
     from entrorouter.evaluation.benchmark import BenchmarkConfig
     from entrorouter.router.config import TrainConfig
 
@@ -139,7 +139,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     names = []
     for value in args.dataset:
         if value == "all":
-            names += list(DATASETS)
+            names += list(BENCHMARK_DATASETS)
             continue
         name = dataset_name(value)
         if name is None or name == "demo":
