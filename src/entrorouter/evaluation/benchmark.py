@@ -56,7 +56,7 @@ from entrorouter.evaluation.metrics import (
 from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
-from entrorouter.router.calibration import Calibration, spend_matched
+from entrorouter.router.calibration import Calibration
 from entrorouter.router.capability import FoldPlan
 
 # The collapse story, in the paper's form: the policy starts from scratch (uniform) and
@@ -296,7 +296,7 @@ class Benchmark:
         # Deployed at the certified spend (router/calibration.py): the refit's knob that spends
         # on the training queries what the fold routers spent there at the certified knob.
         spend = self.sweep(final, self.train).costs.mean(axis=1)
-        deployed = int(spend_matched(calibration.mean_cost[index : index + 1], spend)[0])
+        deployed = int(calibration.deployed_indices(spend)[index])
         result = self.point_metrics(sweep.routed(deployed), sweep.probabilities[deployed])
         result.update(
             self.curve_metrics(sweep),

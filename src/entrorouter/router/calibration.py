@@ -178,12 +178,16 @@ class Calibration:
         """The λ that keeps ``target`` of the strongest model's accuracy (see the module doc)."""
         return self.deployed_lam(self.index_for(target, delta))
 
-    def with_deployed_spend(self, deployed_cost: np.ndarray) -> Calibration:
-        """This curve, its λ deployed where the refit spends ``deployed_cost`` (G,) (:func:`spend_matched`);
-        a point never deploys cheaper than a later (cheaper) point does, so a lower target never
-        gets a more expensive λ."""
+    def deployed_indices(self, deployed_cost: np.ndarray) -> np.ndarray:
+        """(G,) the knob each point deploys at, given the refit's mean cost ``deployed_cost`` (G,) at each
+        knob (:func:`spend_matched`); a point never deploys cheaper than a later (cheaper) point does,
+        so a lower target never gets a more expensive knob."""
         matched = spend_matched(self.mean_cost, deployed_cost)
-        return replace(self, deployed_lams=self.lams[np.minimum.accumulate(matched[::-1])[::-1]])
+        return np.minimum.accumulate(matched[::-1])[::-1]
+
+    def with_deployed_spend(self, deployed_cost: np.ndarray) -> Calibration:
+        """This curve, its λ deployed where the refit spends ``deployed_cost`` (:meth:`deployed_indices`)."""
+        return replace(self, deployed_lams=self.lams[self.deployed_indices(deployed_cost)])
 
     def max_target(self, delta: float | None = None) -> float:
         """The highest target any λ can be certified for (that of the first, most accurate λ)."""
