@@ -203,7 +203,12 @@ def litellm_proxy(workdir: Path, executable: Path, backend_url: str, models: tup
     path.write_text(yaml.safe_dump(config))
     port = free_port()
     # LiteLLM refuses to start without a master key; clients then authenticate with it, as they do with ours.
-    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY, "NO_DOCS": "1"}
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
+        "NO_DOCS": "1",
+    }
     command = [str(executable), "--config", str(path), "--port", str(port), "--host", "127.0.0.1", "--num_workers", "1"]
     return Server("litellm", command, port, workdir, env=env, ready_path="/health/liveliness")
 

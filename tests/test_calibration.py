@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from entrorouter.errors import EntroRouterError
-from entrorouter.router.calibration import Calibration
+from entrorouter.router.calibration import Calibration, spend_matched
 
 
 def curve(retentions: list[float], n: int, *, seed: int = 0, strong_acc: float = 0.8) -> Calibration:
@@ -102,3 +102,18 @@ def test_rejects_bad_settings() -> None:
         curve([1.0], n=10).__class__.from_dict({**curve([1.0], n=10).to_dict(), "delta": 1.5})
     with pytest.raises(EntroRouterError, match="target retention"):
         curve([1.0], n=10).lam_for(0.0)
+
+
+def test_spend_matching_picks_the_cheapest_knob_that_still_spends_the_certified_amount() -> None:
+    deployed = np.array([6.0, 4.5, 4.6, 3.0, 2.5])  # a noisy bump at knob 2 must not count
+    assert spend_matched(np.array([5.0, 4.0, 3.0, 2.0, 7.0]), deployed).tolist() == [0, 2, 3, 4, 0]
+
+
+def test_a_deployed_curve_routes_with_the_refits_lambda_and_round_trips_through_json() -> None:
+    cal = curve([1.0, 0.999, 0.995, 0.95, 0.90], n=20_000)  # mean costs 1.0, 0.8, 0.6, 0.4, 0.2
+    # The refit spends less than the fold routers at every λ: λ_2's spend (0.6) is reached at its λ_1.
+    deployed = cal.with_deployed_spend(np.array([0.9, 0.65, 0.45, 0.3, 0.1]))
+    assert cal.lam_for(0.983) == 2.0
+    assert deployed.lam_for(0.983) == 1.0
+    assert Calibration.from_dict(deployed.to_dict()).lam_for(0.983) == 1.0
+    assert Calibration.from_dict(cal.to_dict()).deployed_lams is None

@@ -171,3 +171,37 @@ def test_train_with_ray_engine(ray_session, demo_table, tmp_path, capsys):
     # Same embeddings, same training; float sums may differ in the last bits across thread settings.
     assert ray_result.ranking == local_result.ranking
     assert ray_result.probabilities == pytest.approx(local_result.probabilities, abs=1e-2)
+
+
+def test_benchmark_with_ray_engine_fills_the_embedding_cache(ray_session, demo_table, tmp_path, capsys):
+    from entrorouter.data.io import write_table
+    from entrorouter.features.cache import EmbeddingCache
+    from entrorouter.features.encoders import make_encoder
+
+    train, test = demo_table.subset(np.arange(160)), demo_table.subset(np.arange(160, 240))
+    write_table(train, tmp_path / "train.parquet")
+    write_table(test, tmp_path / "test.parquet")
+    texts = [str(q) for q in demo_table.queries[:240]]
+    encoder = make_encoder("minilm")
+    cache = EmbeddingCache(tmp_path / "cache" / "embeddings")
+    os.environ["ENTROROUTER_CACHE_DIR"], before = str(tmp_path / "cache"), os.environ.get("ENTROROUTER_CACHE_DIR")
+    try:
+        assert len(cache.missing(encoder, texts)) == len(set(texts))
+        argv = ["benchmark", "--train", str(tmp_path / "train.parquet"), "--test", str(tmp_path / "test.parquet")]
+        argv += ["--out", str(tmp_path / "bench"), "--routers", "knn", "--folds", "2", "--engine", "ray"]
+        assert main(argv) == 0
+        assert f"embedding {len(set(texts))} queries with minilm on ray" in capsys.readouterr().err
+        assert cache.missing(encoder, texts) == []  # the actors' vectors are what the benchmark used
+        assert (tmp_path / "bench" / "results.json").exists()
+    finally:
+        if before is None:
+            os.environ.pop("ENTROROUTER_CACHE_DIR")
+        else:
+            os.environ["ENTROROUTER_CACHE_DIR"] = before
+
+
+def test_benchmark_engine_needs_a_cached_encoder(tmp_path, capsys):
+    argv = ["benchmark", "--dataset", "demo", "--out", str(tmp_path), "--encoder", "hashed-tfidf", "--engine", "ray"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "fills the embedding cache" in err and len(err.splitlines()) == 1

@@ -336,6 +336,8 @@ DATASETS: dict[str, Callable[[Path], OutcomeTable]] = {
     "mmlu_pro_full": lambda root: import_mmlu_pro(root, "mmlu_pro_full"),
     "routerbench_full": lambda root: import_routerbench_subset(root, "routerbench_full", ROUTERBENCH_FULL_TASKS),
 }
+# The datasets with a fixed train/test split that `benchmark --dataset all` reports on.
+BENCHMARK_DATASETS = ("mmlu_pro", "routerbench_subset", "routellm_2model")
 # Steps that turn a downloaded dataset's upstream files into what its importer reads.
 BUILDERS: dict[str, Callable[[Path], None]] = {"mmlu_pro": build_mmlu_pro}
 ALIASES = {

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from entrorouter.batch.engines import ENGINES
 from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dataset",
         action="append",
         help="a public dataset with its fixed split "
-        "(mmlu_pro, routerbench_subset, routellm_2model) or 'all'; repeatable",
+        "(mmlu_pro, routerbench_subset, routellm_2model, or a larger variant) or 'all' (the first three); repeatable",
     )
     source.add_argument("--train", help="training outcome table (use with --test)")
     bench.add_argument("--test", help="test outcome table (with --train)")
@@ -66,11 +67,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--config", type=Path, help="JSON/YAML TrainConfig overrides for EntroRouter")
     bench.add_argument("--data-dir", help=DATA_DIR_HELP)
+    bench.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="where to embed the tables' queries first, filling the embedding cache (default local: as needed)",
+    )
+    bench.add_argument("--ray-address", help="with --engine ray: join this Ray cluster (default: a local Ray)")
     bench.set_defaults(handler=cmd_benchmark)
 
 
+def embed_on_engine(tables: list, encoder_name: str, engine: str, ray_address: str | None) -> None:
+    """Embed every query of ``tables`` on ``engine`` into the embedding cache, where the benchmark finds them."""
+    from entrorouter.features.distributed import embed_texts
+    from entrorouter.features.encoders import make_encoder
+
+    encoder = make_encoder(encoder_name)
+    texts = list(dict.fromkeys(str(q) for table in tables for q in table.queries))
+    print(f"embedding {len(texts)} queries with {encoder_name} on {engine}", file=sys.stderr, flush=True)
+    embed_texts(encoder.fit(texts), texts, engine=engine, ray_address=ray_address)
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from entrorouter.data.datasets import DATASETS, dataset_name, load_source
+    from entrorouter.data.datasets import BENCHMARK_DATASETS, DATASETS, dataset_name, load_source
     from entrorouter.evaluation.benchmark import BenchmarkConfig
     from entrorouter.router.config import TrainConfig
 
@@ -98,6 +117,16 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     command = (
         "entrorouter " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "entrorouter benchmark"
     )
+    if args.ray_address and args.engine != "ray":
+        raise EntroRouterError("--ray-address needs --engine ray")
+    if args.engine != "local":
+        from entrorouter.features.encoders import make_encoder
+
+        if not make_encoder(args.encoder).cacheable:
+            raise EntroRouterError(
+                f"--engine {args.engine} fills the embedding cache, and the encoder {args.encoder} is fitted per "
+                "training split, not cached: use --engine local"
+            )
     if args.train:
         if not args.test:
             raise EntroRouterError("--train needs --test")
@@ -107,20 +136,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         )
         if args.resplits:
             raise EntroRouterError("--resplits works on --dataset (a table with its own train/test split)")
+        if args.engine != "local":
+            embed_on_engine([train, test], args.encoder, args.engine, args.ray_address)
         run_one(train, test, config, args.out, dataset=train.name, command=command)
         return 0
     names = []
     for value in args.dataset:
         if value == "all":
-            names += list(DATASETS)
+            names += list(BENCHMARK_DATASETS)
             continue
         name = dataset_name(value)
         if name is None or name == "demo":
             raise EntroRouterError(f"unknown dataset {value!r}; expected one of {', '.join(DATASETS)} or all")
         names.append(name)
-    for name in dict.fromkeys(names):
-        table = load_source(name, data_dir_path=args.data_dir)
-        out = args.out / name if len(set(names)) > 1 else args.out
+    tables = {name: load_source(name, data_dir_path=args.data_dir) for name in dict.fromkeys(names)}
+    if args.engine != "local":
+        embed_on_engine(list(tables.values()), args.encoder, args.engine, args.ray_address)
+    for name, table in tables.items():
+        out = args.out / name if len(tables) > 1 else args.out
         if args.resplits:
             run_resplit_study(table, config, args.resplits, out, dataset=name, command=command)
         else:

@@ -87,8 +87,9 @@ def render_report(results: dict[str, Any], *, command: str, seconds: float) -> s
         "fold along its knob; on that out-of-fold curve the cheapest knob whose one-sided "
         f"{1 - cfg['delta']:.0%} lower confidence bound of retention (paired with S, for a test set of this size) "
         f"reaches {target:.1%} is chosen by fixed-sequence testing from the most expensive knob down "
-        "(`entrorouter/router/calibration.py`). The router is then refitted on all training rows and measured "
-        "once on test. Brackets: 95% paired-bootstrap intervals on test.",
+        "(`entrorouter/router/calibration.py`). The router is then refitted on all training rows, set to the "
+        "knob that spends on the training queries what the fold routers spent at the certified knob, and "
+        "measured once on test. Brackets: 95% paired-bootstrap intervals on test.",
         "- AIQ / APGR: area under the upper convex hull of the test cost–accuracy curve, cost normalised "
         "between the cheapest and the strongest model (see `entrorouter/evaluation/metrics.py`).",
         "",

@@ -203,8 +203,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _print_calibration(router: Router) -> None:
     """What the calibration curve says about the default λ, and warnings a user should see."""
-    import numpy as np
-
     calibration = router.calibration
     if calibration is None or router.config.lam is not None:  # a λ given by hand: nothing was chosen
         return
@@ -216,11 +214,12 @@ def _print_calibration(router: Router) -> None:
             file=sys.stderr,
         )
         return
-    index = int(np.searchsorted(calibration.lams, router.lam))
+    index = calibration.index_for(target)
     lower = calibration.retention_lower()[index]
     print(
         f"calibration ({router.config.calibration_folds}-fold, {calibration.n} queries, out of fold): at λ "
-        f"{router.lam:.4g} retention {calibration.retention[index]:.2%} (≥ {lower:.2%} with "
+        f"{calibration.lams[index]:.4g} (deployed as λ {router.lam:.4g}, the same spend) retention "
+        f"{calibration.retention[index]:.2%} (≥ {lower:.2%} with "
         f"{1 - calibration.delta:.0%} confidence), cost reduction {calibration.cost_reduction[index]:.1%}"
     )
     if calibration.retention[index] - lower > 0.01:

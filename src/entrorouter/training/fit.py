@@ -6,7 +6,8 @@ predictor, capability estimators, policy: :func:`fit_parts`), and then measures 
 the parts are refitted on K − 1 folds, the held-out fold is routed along a fine λ grid,
 and the out-of-fold outcomes of all training queries are pooled into one calibration
 curve. The default λ is then the cheapest λ that the risk-control rule of
-:mod:`entrorouter.router.calibration` certifies for ``target_retention``.
+:mod:`entrorouter.router.calibration` certifies for ``target_retention``, deployed as the
+refitted router's λ that spends what the fold routers spent there.
 
 Why cross-fitting rather than one validation split: a 20% split of a few thousand queries
 measures retention to about ±1 point, the size of the effect being chosen; pooling K
@@ -119,7 +120,7 @@ def default_lam(router: Router) -> float:
     certified = calibration.certified(target)
     router.trained_on["target_retention"] = target
     router.trained_on["target_reached"] = certified > 0
-    return float(calibration.lams[max(certified - 1, 0)])
+    return calibration.deployed_lam(max(certified - 1, 0))
 
 
 def validation_mask(n_queries: int, config: TrainConfig) -> np.ndarray:
@@ -191,7 +192,7 @@ def cross_fit_calibration(
     answered = out_of_fold_choices(router, table, features, grid, fold_plan, progress=progress)
     rows = np.arange(table.n_queries)
     strong = realize(table, single_model_rankings(table, table.model_index(table.strongest_model())))
-    return Calibration.from_outcomes(
+    calibration = Calibration.from_outcomes(
         grid,
         table.scores[rows, answered],
         table.costs[rows, answered],
@@ -200,6 +201,13 @@ def cross_fit_calibration(
         delta=c.risk_delta,
         future_queries=c.future_queries,
     )
+    return calibration.with_deployed_spend(spend_along(router, table, features, grid))
+
+
+def spend_along(router: Router, table: OutcomeTable, features: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(G,) the fitted router's mean cost on ``table``'s queries at each λ of ``grid``."""
+    inputs = router.inputs(features, [str(q) for q in table.queries])
+    return np.array([realize(table, router.rank(inputs, float(lam))[1]).costs.mean() for lam in grid])
 
 
 def out_of_fold_choices(
