@@ -24,9 +24,9 @@ import numpy as np
 
 from entrorouter.baselines.base import REGISTRY
 from entrorouter.baselines.routers import EntroRouterFineTuned
-from entrorouter.cli import set_threads_from_env
 from entrorouter.data.datasets import load_source
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
+from entrorouter.threads import apply_threads
 
 DATASET = "routerbench_subset"
 CONTEXT_ROUTERS = ("knn", "mlp", "entrorouter")
@@ -39,7 +39,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, help="use only this many train queries (a quick check of the script)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/backbone.md"))
     args = parser.parse_args()
-    set_threads_from_env()
+    apply_threads()
     load_before, started_at = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     train = load_source(DATASET).split("train")

@@ -130,10 +130,10 @@ def peak_rss_mb() -> float:
 
 def run_child(router: str, queries: str, out: str, engine: str, workers: str) -> None:
     from entrorouter.batch.routing import route_file
-    from entrorouter.cli import set_threads_from_env
     from entrorouter.router import Router
+    from entrorouter.threads import apply_threads
 
-    set_threads_from_env()
+    apply_threads()
     lam = Router.load(router).lam
     if engine == "ray":
         import ray
@@ -161,9 +161,9 @@ def main() -> int:
     if args.child:
         run_child(*args.child)
         return 0
-    from entrorouter.cli import set_threads_from_env
+    from entrorouter.threads import apply_threads
 
-    set_threads_from_env()
+    apply_threads()
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         return bench(args, args.work)
