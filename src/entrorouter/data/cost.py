@@ -123,6 +123,13 @@ class CostPredictor:
         length = self._lengths(texts)[:, None]
         return np.clip(self.intercept + self.slope * length, self.low, self.high)
 
+    def predict_one(self, text: str, model: int) -> float:
+        """Model ``model``'s predicted US$ for one text: :meth:`predict` without building arrays
+        (the gateway's dashboard calls it on every request)."""
+        assert self.intercept is not None and self.slope is not None and self.low is not None and self.high is not None
+        cost = self.intercept[model] + self.slope[model] * len(text)
+        return float(min(max(cost, self.low[model]), self.high[model]))
+
     def tensors(self) -> dict[str, np.ndarray]:
         return {
             "intercept": self.intercept,

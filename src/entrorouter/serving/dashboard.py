@@ -62,9 +62,9 @@ class DashboardStats:
         self.requests_total += 1
         self.model_totals[model] += 1
         self.routed_events.append((now, model, np.nan if route_ms is None else route_ms))
-        predicted = self.router.cost_predictor.predict([text])[0]
-        self.cost_routed += float(predicted[self._model_index[model]])
-        self.cost_strongest += float(predicted[self._strongest_index])
+        predictor = self.router.cost_predictor
+        self.cost_routed += predictor.predict_one(text, self._model_index[model])
+        self.cost_strongest += predictor.predict_one(text, self._strongest_index)
 
     def finished(self, record: dict[str, Any]) -> None:
         """A request's log record, once it is answered (or failed)."""
