@@ -1,13 +1,15 @@
 """Batch routing speed and memory: `route --batch` on the local engine and on Ray (issue 12).
 
     ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data nice -n 10 \
-        .venv/bin/python benchmarks/bench_batch.py [--n 1000000] [--minilm-n 100000] [--ray-n 40000]
+        .venv/bin/python benchmarks/bench_batch.py [--n 1000000] [--minilm-n 100000] [--ray-n 40000] \
+        [--fast-encoder minilm-static] [--minilm-encoder minilm-onnx]
 
 Queries: the texts of the three public datasets (MMLU-Pro, RouterBench subset, RouteLLM
 2-model), cycled to ``--n`` rows with distinct ids, written once as Parquet. Routers:
 trained on the MMLU-Pro train split (29 models, seed 0, default architecture; fewer
 training epochs than the default, which changes no routing cost), one with the fastest
-shipped encoder (hashed TF-IDF) and one with MiniLM (int8, 128 tokens) on 2,000 queries.
+shipped encoder (``--fast-encoder``: the static token table distilled from MiniLM) and one
+with MiniLM itself (``--minilm-encoder``: ONNX Runtime, int8, 128 tokens) on 2,000 queries.
 
 Measured, one torch thread per process, side by side in one run:
   1. in-process batched routing (texts in memory, ``Router.rank`` on 4,096-query chunks,
@@ -152,6 +154,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--minilm-n", type=int, default=100_000)
+    parser.add_argument("--fast-encoder", default="minilm-static", help="the fastest shipped encoder")
+    parser.add_argument("--minilm-encoder", default="minilm-onnx", help="a MiniLM encoder (minilm, minilm-onnx)")
     parser.add_argument("--ray-n", type=int, default=40_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/batch.md"))
     parser.add_argument("--baseline-n", type=int, default=50_000, help="queries of the in-process baseline")
@@ -172,7 +176,12 @@ def main() -> int:
 
 
 def bench(args: argparse.Namespace, work: Path) -> int:
-    r: dict[str, float | int | str] = {"load_average_start": round(os.getloadavg()[0], 2), "chunk_size": CHUNK}
+    r: dict[str, float | int | str] = {
+        "load_average_start": round(os.getloadavg()[0], 2),
+        "chunk_size": CHUNK,
+        "fast_encoder": args.fast_encoder,
+        "minilm_encoder": args.minilm_encoder,
+    }
     started = time.perf_counter()
     texts = public_texts()
     r["distinct_texts"] = len(texts)
@@ -180,8 +189,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     n_rows = max(args.n, args.minilm_n, args.ray_n)
     if not queries.exists() or pq.ParquetFile(queries).metadata.num_rows < n_rows:
         write_queries(texts, n_rows, queries)
-    tfidf, minilm = work / "router-tfidf", work / "router-minilm"
-    for path, encoder, n_train in ((tfidf, "hashed-tfidf", None), (minilm, "minilm", 2000)):
+    fast, minilm = work / f"router-{args.fast_encoder}", work / f"router-{args.minilm_encoder}"
+    for path, encoder, n_train in ((fast, args.fast_encoder, None), (minilm, args.minilm_encoder, 2000)):
         if not (path / "config.json").exists():
             train_router(encoder, n_train, path)
     print(f"setup {time.perf_counter() - started:.0f}s", flush=True)
@@ -193,9 +202,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         return path
 
     cycled = [texts[i % len(texts)] for i in range(args.baseline_n)]
-    before = in_process_rate(tfidf, cycled)
-    local = child([str(tfidf), str(subset(args.n)), str(work / "out.parquet"), "local", "0"])
-    after = in_process_rate(tfidf, cycled)
+    before = in_process_rate(fast, cycled)
+    local = child([str(fast), str(subset(args.n)), str(work / "out.parquet"), "local", "0"])
+    after = in_process_rate(fast, cycled)
     r.update(
         n=args.n,
         baseline_n=args.baseline_n,
@@ -230,7 +239,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         ("ray_2", "ray", "2", ray_queries),
     ):
         outputs[label] = work / f"{label}.parquet"
-        result = child([str(tfidf), str(source), str(outputs[label]), engine, workers])
+        result = child([str(fast), str(source), str(outputs[label]), engine, workers])
         r[f"{label}_seconds"] = result["seconds"]
         r[f"{label}_peak_rss_mb"] = result["peak_rss_mb"]
         print(label, result, flush=True)
@@ -266,7 +275,7 @@ def write_report(path: Path, r: dict) -> None:
         "",
         "| measure | value | target | met |",
         "|---|---|---|---|",
-        f"| hashed TF-IDF, local engine, {r['n']:,} queries: time | {r['local_seconds']:.0f} s | | |",
+        f"| `{r['fast_encoder']}`, local engine, {r['n']:,} queries: time | {r['local_seconds']:.0f} s | | |",
         f"| … throughput | {r['local_qps']:,.0f} queries/s | | |",
         f"| … in-process batched routing, first {r['baseline_n']:,} queries (before / after) | "
         f"{r['in_process_qps_before']:,.0f} / "
@@ -274,7 +283,7 @@ def write_report(path: Path, r: dict) -> None:
         f"| … local engine / in-process | {r['local_vs_in_process']:.0%} | ≥ 90% | "
         f"{ok(r['local_vs_in_process'] >= 0.9)} |",
         f"| … peak memory | {r['local_peak_rss_mb']:,.0f} MB | ≤ 2,048 MB | {ok(r['local_peak_rss_mb'] <= 2048)} |",
-        f"| MiniLM, local engine, {r['minilm_n']:,} queries: time | {r['minilm_seconds']:.0f} s | | |",
+        f"| `{r['minilm_encoder']}`, local engine, {r['minilm_n']:,} queries: time | {r['minilm_seconds']:.0f} s | | |",
         f"| … throughput (in-process) | {r['minilm_qps']:,.0f} ({r['minilm_in_process_qps']:,.0f}) queries/s | | |",
         f"| … peak memory | {r['minilm_peak_rss_mb']:,.0f} MB | ≤ 2,048 MB | {ok(r['minilm_peak_rss_mb'] <= 2048)} |",
         f"| Ray, {r['ray_n']:,} queries: local engine / 1 worker / 2 workers | {r['ray_local_seconds']:.1f} / "
