@@ -324,7 +324,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     router = Router(config).fit(train, progress=True)
     router.save(out)
     result = router.evaluate(test)
-    _print_headline(result, title=f"{table.name} — test split, λ = {router.lam:.4g} (certified on train)")
+    _print_headline(
+        result, title=f"{table.name} — test split, λ = {router.lam:.4g} (deployed for the point certified on train)"
+    )
     _print_calibration(router)
     target = config.target_retention
     retained = result["accuracy"] / result["strongest_accuracy"]
