@@ -125,7 +125,12 @@ def main() -> int:
     ]
     for name, values in results.items():
         lines.append(f"| {name} | {' | '.join(f'{v:.4f}' for v in values)} | {np.mean(values):.4f} |")
-    lines.append("")
+    lines += [
+        "",
+        "The last row is the recipe `minilm-static` ships (`STATIC_RECIPE_VERSION` 1). This is a cheap proxy;",
+        "the routers' AIQ (`encoder_quality.md`) is the real test of the chosen recipe.",
+        "",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
