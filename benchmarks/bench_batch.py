@@ -306,7 +306,9 @@ def write_report(path: Path, r: dict) -> None:
         "```",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    from entrorouter.data.io import write_text_atomic
+
+    write_text_atomic(path, "\n".join(lines))
     print(f"wrote {path}")
 
 

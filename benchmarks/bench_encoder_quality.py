@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 
 REFERENCE = "minilm"
@@ -95,9 +96,9 @@ def write_report(args: argparse.Namespace, aiq: dict[tuple[str, str, str], list[
             gaps = [f"{values[e].mean() - values[reference].mean():+.4f}" for e in others]
             lines.append(f"| {router} | {' | '.join(cells)} | {' | '.join(gaps)} |")
     lines.append("")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    report = "\n".join(lines)
+    write_text_atomic(args.out, report)
+    print(report)
 
 
 if __name__ == "__main__":

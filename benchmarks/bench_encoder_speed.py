@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.features.encoders import make_encoder
 
 ENCODERS = ("minilm", "minilm-onnx", "minilm-static")
@@ -89,9 +90,9 @@ def main() -> int:
             cells = " | ".join(f"{m:.3f}" for m in medians)
             lines.append(f"| {kind}, {clock} | {cells} | {' | '.join(speedups)} |")
     lines.append("")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    report = "\n".join(lines)
+    write_text_atomic(args.out, report)
+    print(report)
     return 0
 
 

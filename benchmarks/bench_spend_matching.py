@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
@@ -84,9 +85,9 @@ def write_report(args: argparse.Namespace, rows: list[tuple[str, int, str, float
                 f"| {router} | {np.mean([r[4] for r in mine]):.1%} | {np.mean([r[6] for r in mine]):.1%} | {misses} |"
             )
     lines.append("")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    report = "\n".join(lines)
+    write_text_atomic(args.out, report)
+    print(report)
 
 
 if __name__ == "__main__":

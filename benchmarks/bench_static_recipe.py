@@ -24,6 +24,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import _special_tokens, _token_outputs, make_encoder, minilm_path, principal_axes
 
@@ -131,9 +132,9 @@ def main() -> int:
         "the routers' AIQ (`encoder_quality.md`) is the real test of the chosen recipe.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    report = "\n".join(lines)
+    write_text_atomic(args.out, report)
+    print(report)
     return 0
 
 
