@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from entrorouter.router.capability import KnnCapability, MlpCapability, make_capability
 
@@ -46,6 +47,21 @@ def test_mlp_cross_fitting_and_state_round_trip() -> None:
     again = MlpCapability(hidden=16)
     again.load_tensors(mlp.tensors())
     np.testing.assert_allclose(again.predict(x[:5]), mlp.predict(x[:5]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("hidden", [16, 0])
+def test_the_stacked_ensemble_predicts_the_mean_of_its_nets(hidden: int) -> None:
+    """Routing runs the bagged nets as one stacked forward pass: the same numbers as net by net."""
+    x, s = clustered(150)
+    mlp = MlpCapability(hidden=hidden, epochs=20, folds=3)
+    mlp.fit(x, s)
+    assert len(mlp.nets) == 4
+    queries = np.random.default_rng(1).standard_normal((7, 4)).astype(np.float32)
+    net_by_net = np.mean([MlpCapability._apply(net, queries) for net in mlp.nets], axis=0)
+    for rows in (slice(0, 1), slice(0, 7)):
+        np.testing.assert_allclose(mlp.predict(queries[rows]), net_by_net[rows], rtol=1e-5, atol=1e-6)
+    mlp.fit_final(x, 1 - s)  # new nets: the stacked copy must follow them
+    np.testing.assert_allclose(mlp.predict(queries), MlpCapability._apply(mlp.nets[0], queries), rtol=1e-5, atol=1e-6)
 
 
 def test_mean_of_estimators() -> None:
