@@ -33,6 +33,19 @@ def test_every_problem_is_listed_in_row_order(tmp_path: Path, capsys: pytest.Cap
     ]
 
 
+def test_an_unreadable_cost_is_one_problem_not_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "q,t,a,1,x\nr,u,a,1,\n")
+    code, lines = validate(capsys, str(bad))
+    assert code == 2
+    assert lines == [
+        f"entrorouter: error: {bad}, row 1, column 'cost': expected a cost >= 0 (US$), got 'x'",
+        f"entrorouter: error: {bad}, row 2, column 'cost': expected a cost >= 0 (US$) for an outcome that has a score,"
+        " got an empty cell",
+        f"{bad}: 2 problem(s)",
+    ]
+
+
 def test_problems_across_queries_are_all_found(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + "q,t,a,1,1\nq,t,a,0,1\nq,other,b,1,1\nr,u,a,,\ns,v,a,1,1\ns,v,a,1,1\n")

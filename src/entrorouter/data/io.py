@@ -52,18 +52,25 @@ def row_label(i: int) -> str:
 class Problems:
     """Where the table checks put what they find: raised at once, or collected for a report.
 
-    Collected problems keep their data row, so a report can list them in row order.
+    Collected problems keep their data row, so a report can list them in row order. A cell
+    gets one problem, the first found: a cost that could not be read is not reported again
+    as missing by a later check.
     """
 
     def __init__(self, collect: bool = False) -> None:
         self.collect = collect
         self.found: list[tuple[int, DataError]] = []
+        self._cells: set[tuple[int, str]] = set()
 
     def add(self, message: str, *, file: Path, row: int, column: str | None = None) -> None:
         """A problem in data row ``row`` (0-based) of ``file``."""
         error = DataError(message, file=file, row=row_label(row), column=column)
         if not self.collect:
             raise error
+        if column is not None:
+            if (row, column) in self._cells:
+                return
+            self._cells.add((row, column))
         self.found.append((row, error))
 
     def in_row_order(self) -> list[DataError]:
