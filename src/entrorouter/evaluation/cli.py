@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the resplit study instead: N random train/test resplits (stratified by task), "
         "violation rates and cost reductions over them; writes resplits.json and resplits.md",
     )
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="with --resplits: run this many resplits side by side, one process and one thread each "
+        "(default 1; the machine's core count when it is otherwise idle)",
+    )
     bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in entrorouter_ft)")
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
@@ -101,6 +108,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         raise EntroRouterError(f"--delta must be in (0, 1), got {args.delta}")
     if args.resplits is not None and args.resplits < 1:
         raise EntroRouterError(f"--resplits must be at least 1, got {args.resplits}")
+    if args.jobs < 1:
+        raise EntroRouterError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs > 1 and not args.resplits:
+        raise EntroRouterError("--jobs runs resplits side by side: use it with --resplits N")
     overrides = {}
     if args.config:
         overrides = {k: v for k, v in TrainConfig.load(args.config).to_dict().items() if v != getattr(TrainConfig(), k)}
@@ -155,13 +166,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     for name, table in tables.items():
         out = args.out / name if len(tables) > 1 else args.out
         if args.resplits:
-            run_resplit_study(table, config, args.resplits, out, dataset=name, command=command)
+            run_resplit_study(table, config, args.resplits, out, dataset=name, command=command, jobs=args.jobs)
         else:
             run_one(table.split("train"), table.split("test"), config, out, dataset=name, command=command)
     return 0
 
 
-def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str, command: str) -> dict:
+def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str, command: str, jobs: int = 1) -> dict:
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -177,7 +188,7 @@ def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str
             bar.update()
 
         study = run_resplits(
-            table, config, n_resplits=n_resplits, test_fraction=test_fraction, dataset=dataset, progress=say
+            table, config, n_resplits=n_resplits, test_fraction=test_fraction, dataset=dataset, jobs=jobs, progress=say
         )
     seconds = time.perf_counter() - started
     study["seconds"] = seconds

@@ -19,7 +19,9 @@ the held-out part), and for every router we report:
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
@@ -38,33 +40,30 @@ def run_resplits(
     n_resplits: int,
     test_fraction: float,
     dataset: str,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """The study of the module doc; returns the resplits.json content."""
+    """The study of the module doc; returns the resplits.json content.
+
+    With ``jobs`` > 1 that many worker processes run resplits side by side, one torch
+    thread each (a resplit is one long single-threaded job; the machine's cores are the
+    parallelism). Every resplit has its own seeds, so the results do not depend on ``jobs``.
+    """
     say = progress or (lambda message: None)
-    per_split: list[dict[str, dict[str, Any]]] = []
-    for r in range(n_resplits):
-        test = stratified_resplit(table, test_fraction, seed=10_000 + r)
-        bench = Benchmark(
-            table.subset(~test),
-            table.subset(test),
-            replace(config, seed=r, ablations=False),
-            dataset=dataset,
-            progress=lambda message, r=r: say(f"resplit {r + 1}/{n_resplits}: {message}"),
-        )
-        per_split.append(
-            {
-                name: {
-                    "retained": res["retained"],
-                    "cost_reduction": res["cost_reduction"],
-                    "certified": res["calibration"]["certified"],
-                    "legacy_retained": res["legacy_rule"]["retained"],
-                    "legacy_cost_reduction": res["legacy_rule"]["cost_reduction"],
-                    "aiq": res["aiq"],
-                }
-                for name, res in bench.run_routers().items()
-            }
-        )
+    if jobs <= 1:
+        per_split = [
+            _one_resplit(
+                table, config, r, test_fraction, dataset, lambda m, r=r: say(f"resplit {r + 1}/{n_resplits}: {m}")
+            )
+            for r in range(n_resplits)
+        ]
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+            futures = [pool.submit(_one_resplit, table, config, r, test_fraction, dataset) for r in range(n_resplits)]
+            for done, _ in enumerate(as_completed(futures), start=1):
+                say(f"{done}/{n_resplits} resplits done ({jobs} at a time)")
+            per_split = [future.result() for future in futures]
     return {
         "dataset": dataset,
         "n_resplits": n_resplits,
@@ -77,6 +76,42 @@ def run_resplits(
         "summary": summarise(per_split, config.target_retention, config.delta),
         "resplits": per_split,
     }
+
+
+def _one_resplit(
+    table: OutcomeTable,
+    config: BenchmarkConfig,
+    r: int,
+    test_fraction: float,
+    dataset: str,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Resplit ``r``: the benchmark protocol on a fresh stratified split; per router, its figures."""
+    test = stratified_resplit(table, test_fraction, seed=10_000 + r)
+    bench = Benchmark(
+        table.subset(~test),
+        table.subset(test),
+        replace(config, seed=r, ablations=False),
+        dataset=dataset,
+        progress=progress,
+    )
+    return {
+        name: {
+            "retained": res["retained"],
+            "cost_reduction": res["cost_reduction"],
+            "certified": res["calibration"]["certified"],
+            "legacy_retained": res["legacy_rule"]["retained"],
+            "legacy_cost_reduction": res["legacy_rule"]["cost_reduction"],
+            "aiq": res["aiq"],
+        }
+        for name, res in bench.run_routers().items()
+    }
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def summarise(per_split: list[dict[str, dict[str, Any]]], target: float, delta: float) -> dict[str, Any]:
