@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from entrorouter.data.datasets import load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router import Router
@@ -153,9 +154,8 @@ def main() -> int:
         "average above.",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    write_text_atomic(args.out, "\n".join(lines))
+    write_text_atomic(args.out.with_suffix(".json"), json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
 
