@@ -61,6 +61,7 @@ def run_resplits(
         context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
             futures = [pool.submit(_one_resplit, table, config, r, test_fraction, dataset) for r in range(n_resplits)]
+            say(f"running {n_resplits} resplits, {jobs} at a time")
             for done, _ in enumerate(as_completed(futures), start=1):
                 say(f"{done}/{n_resplits} resplits done ({jobs} at a time)")
             per_split = [future.result() for future in futures]
