@@ -21,14 +21,14 @@ def routerbench_slice(data_dir: Path):
 
 
 def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
-    config = BenchmarkConfig(encoder="hashed-tfidf", folds=2, routers=["knn", "logistic"], n_boot=50)
+    config = BenchmarkConfig(encoder="hashed-tfidf", folds=2, routers=["knn", "logistic", "mf"], n_boot=50)
     studies = [
         run_resplits(routerbench_slice, config, n_resplits=2, test_fraction=0.3, dataset="slice", jobs=jobs)
         for jobs in (1, 2)
     ]
     assert studies[0]["resplits"] == studies[1]["resplits"]
     study = json.loads(json.dumps(studies[1]))  # what resplits.json holds
-    assert set(study["summary"]) == {"knn", "logistic"}
+    assert set(study["summary"]) == {"knn", "logistic", "mf"}
     for name, row in study["summary"].items():
         assert 0 <= row["violations"] <= 2 and 0 <= row["violation_p_value"] <= 1, name
         retained = [split[name]["retained"] for split in study["resplits"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from entrorouter.router.capability import KnnCapability, MlpCapability, make_capability
 
@@ -49,11 +51,29 @@ def test_mlp_cross_fitting_and_state_round_trip() -> None:
     np.testing.assert_allclose(again.predict(x[:5]), mlp.predict(x[:5]), rtol=1e-6)
 
 
-@pytest.mark.parametrize("hidden", [16, 0])
-def test_the_stacked_ensemble_predicts_the_mean_of_its_nets(hidden: int) -> None:
+class _OtherNet(nn.Module):
+    """A net that is not a SuccessNet (as a baseline's ``make_net`` may build): never stacked."""
+
+    def __init__(self, in_dim: int, n_models: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, 3)
+        self.models = nn.Parameter(torch.randn(n_models, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x) @ self.models.T
+
+
+class _OtherCapability(MlpCapability):
+    def make_net(self, in_dim: int, n_models: int) -> nn.Module:
+        return _OtherNet(in_dim, n_models)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "logistic", "other net"])
+def test_the_stacked_ensemble_predicts_the_mean_of_its_nets(kind: str) -> None:
     """Routing runs the bagged nets as one stacked forward pass: the same numbers as net by net."""
     x, s = clustered(150)
-    mlp = MlpCapability(hidden=hidden, epochs=20, folds=3)
+    make = _OtherCapability if kind == "other net" else MlpCapability
+    mlp = make(hidden=0 if kind == "logistic" else 16, epochs=20, folds=3)
     mlp.fit(x, s)
     assert len(mlp.nets) == 4
     queries = np.random.default_rng(1).standard_normal((7, 4)).astype(np.float32)

@@ -345,8 +345,10 @@ class MlpCapability(CapabilityEstimator):
             return torch.sigmoid(net(as_float_tensor(x))).numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        if self._stacked is None:
+        if self._stacked is None and all(type(net) is SuccessNet for net in self.nets):
             self._stacked = StackedSuccessNets(self.nets)
+        if self._stacked is None:  # a subclass's own net (``make_net``): net by net
+            return np.mean([self._apply(net, features) for net in self.nets], axis=0)
         return self._stacked.predict(features)
 
     def tensors(self) -> dict[str, np.ndarray]:
