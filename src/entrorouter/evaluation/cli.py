@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="with --resplits: run this many resplits side by side, one process and one thread each "
-        "(default 1; the machine's core count when it is otherwise idle)",
+        "(default 1; on an otherwise idle machine, its core count)",
     )
     bench.add_argument("--routers", help="comma-separated router names (default: all but opt-in entrorouter_ft)")
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
