@@ -255,8 +255,9 @@ class StackedSuccessNets:
 
     Routing one query through the bagged ensembles net by net took two dozen small torch
     calls, whose fixed overhead cost 0.4 of the 1.8 ms one query's routing took (a default
-    router trained on MMLU-Pro; 0.17 ms stacked). Stacked, every net's first layer is one matrix product and their
-    second layers one batched product: the same arithmetic per net, up to float rounding.
+    router trained on MMLU-Pro; 0.17 ms stacked). Stacked, every net's first layer is one
+    matrix product and their second layers one batched product: the same arithmetic per
+    net, up to float rounding.
     """
 
     def __init__(self, nets: list[nn.Module]) -> None:
@@ -300,8 +301,17 @@ class MlpCapability(CapabilityEstimator):
     ) -> None:
         self.hidden, self.dropout, self.epochs, self.lr = hidden, dropout, epochs, lr
         self.weight_decay, self.folds, self.seed = weight_decay, folds, seed
-        self.nets: list[nn.Module] = []
-        self._stacked: StackedSuccessNets | None = None  # ``nets`` as one forward pass, built on first predict
+        self.nets = []
+
+    @property
+    def nets(self) -> list[nn.Module]:
+        """The bagged nets (the final one first); assigning new ones drops their stacked copy."""
+        return self._nets
+
+    @nets.setter
+    def nets(self, nets: list[nn.Module]) -> None:
+        self._nets = nets
+        self._stacked: StackedSuccessNets | None = None  # built on the first predict
 
     def make_net(self, in_dim: int, n_models: int) -> nn.Module:
         return SuccessNet(in_dim, n_models, self.hidden, self.dropout)
@@ -323,7 +333,7 @@ class MlpCapability(CapabilityEstimator):
             held = plan.labels == fold
             fold_nets.append(self._net(plan, plan.excluded | {int(fold)}, features[~held], scores[~held]))
             oof[held] = self._apply(fold_nets[-1], features[held])
-        self.nets, self._stacked = [self._net(plan, plan.excluded, features, scores), *fold_nets], None
+        self.nets = [self._net(plan, plan.excluded, features, scores), *fold_nets]
         return oof
 
     def _net(self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray) -> nn.Module:
@@ -336,7 +346,7 @@ class MlpCapability(CapabilityEstimator):
 
     def fit_final(self, features: np.ndarray, scores: np.ndarray) -> MlpCapability:
         """Train only the model on all rows (no out-of-fold estimates, no bagging)."""
-        self.nets, self._stacked = [self._train(features, scores, self.seed)], None
+        self.nets = [self._train(features, scores, self.seed)]
         return self
 
     @staticmethod
@@ -355,7 +365,7 @@ class MlpCapability(CapabilityEstimator):
         return {f"{i}.{k}": v.detach().numpy() for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
-        self.nets, self._stacked = [], None
+        nets: list[nn.Module] = []
         for i in range(len({k.split(".", 1)[0] for k in tensors})):
             state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
             # SuccessNet keys are "net.<layer>.weight|bias": the first layer reads the input,
@@ -363,7 +373,8 @@ class MlpCapability(CapabilityEstimator):
             last_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
             net = self.make_net(state["net.0.weight"].shape[1], state[last_bias].shape[0])
             net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-            self.nets.append(net.eval())
+            nets.append(net.eval())
+        self.nets = nets
 
 
 class MeanCapability(CapabilityEstimator):
