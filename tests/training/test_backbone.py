@@ -7,6 +7,8 @@ short token limits and few steps so the whole file takes seconds.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -119,3 +121,16 @@ def test_benchmark_runs_the_fine_tuned_router_only_when_named() -> None:
 
     assert REGISTRY["entrorouter_ft"] is EntroRouterFineTuned and not EntroRouterFineTuned.default
     assert all(cls.default for name, cls in REGISTRY.items() if name != "entrorouter_ft")
+
+
+def test_the_backbone_benchmark_runs_end_to_end(data_dir: Path, tmp_path: Path) -> None:
+    """``benchmarks/bench_backbone.py`` on a slice of the RouterBench subset: every row and the CIs."""
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, str(repo / "benchmarks" / "bench_backbone.py"), "--dataset", "routerbench_subset"]
+    command += ["--limit", "150", "--max-seconds", "3", "--out", str(tmp_path)]
+    env = {**os.environ, "ENTROROUTER_DATA_DIR": str(data_dir)}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "routerbench_subset.md").read_text(encoding="utf-8")
+    assert all(f"| {name} |" in report for name in ("knn", "mlp", "entrorouter", "entrorouter_ft"))
+    assert "minus frozen EntroRouter:" in report and "stopped by the time budget" in report
