@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import CLIENT_KEY, POOL, RunningGateway, chat_body, gateway_config
+from .conftest import CLIENT_KEY, POOL, RunningGateway, chat_body, gateway_config, wait_for
 
 QUESTION = "Prove that the integral of a continuous function on [0, 1] exists, rigorously."
 
@@ -141,6 +141,21 @@ def test_tools_content_parts_and_unknown_fields_pass_through_untouched(shared_ga
     answered = response.headers["x-entrorouter-model"]
     assert fake.bodies() == [{**body, "model": answered}]
     assert fake.requests() == [(answered, "What is in this image?")]
+
+
+def test_the_answer_names_the_pool_model_when_the_backend_calls_it_otherwise(router_dir: Path) -> None:
+    """A backend's upstream id (``model:``) differs from its pool name: the client sees the pool name."""
+    from entrorouter.testing.fake_backend import FakeBackend
+
+    with FakeBackend({f"{m}-2026-01": 0.7 for m in POOL}) as upstream:
+        backends = [{"name": m, "base_url": upstream.base_url, "model": f"{m}-2026-01"} for m in POOL]
+        config = gateway_config(router_dir, upstream.base_url, backends=backends)
+        with RunningGateway(config) as gateway, gateway.client() as client:
+            answer = client.post("/v1/chat/completions", json=chat_body("x", model="mini-api")).json()
+            routed = client.post("/v1/chat/completions", json=chat_body("x")).json()
+        assert upstream.requests()[0][0] == "mini-api-2026-01"
+    assert answer["model"] == "mini-api"
+    assert routed["model"] in POOL
 
 
 def test_list_models_and_health(shared_gateway: RunningGateway) -> None:
@@ -290,8 +305,10 @@ def test_logs_are_json_without_message_bodies(shared_gateway: RunningGateway, fa
     secret_prompt = "my secret medical question 8c1f"
     with caplog.at_level(logging.INFO, logger="entrorouter.serving"), shared_gateway.client() as client:
         client.post("/v1/chat/completions", json=chat_body(secret_prompt))
+        # The line is written just after the response has gone out.
+        wait_for(lambda: any(r.getMessage() == "chat completion" for r in caplog.records), message="the log line")
     records = [r for r in caplog.records if r.getMessage() == "chat completion"]
-    assert records and records[-1].fields["status"] == 200
+    assert records[-1].fields["status"] == 200
     from entrorouter.serving.logs import JsonFormatter
 
     line = JsonFormatter().format(records[-1])

@@ -141,9 +141,10 @@ class Dispatcher:
                 raise BadAnswer("the backend answered with invalid JSON") from None
             if not isinstance(answer, dict):
                 raise BadAnswer("the backend's answer is not a JSON object")
-            answer["model"] = call.upstream.name  # the pool's name for the model that answered
-            body_out = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-            return Completion(call.upstream.name, call.response.status_code, body_out, fallbacks)
+            if answer.get("model") != call.upstream.name:  # the pool's name for the model that answered
+                answer["model"] = call.upstream.name
+                raw = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
+            return Completion(call.upstream.name, call.response.status_code, raw, fallbacks)
 
         completion, call = await self._first_answer(decision, body, request_id, read)
         await call.finish(ok=True)
