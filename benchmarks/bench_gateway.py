@@ -345,6 +345,11 @@ def fmt(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
+def signed(value: float) -> str:
+    """An added latency: a sign always (direct calls' own tail can exceed a path's at p99)."""
+    return ("+" if value >= 0 else "−") + fmt(abs(value))
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -440,7 +445,7 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
             if label == "direct":
                 cells.append(f"({fmt(percentile(run.latencies_ms, 50))} / {fmt(percentile(run.latencies_ms, 99))})")
             else:
-                cells.append(f"+{fmt(added(label, rate, 50))} / +{fmt(added(label, rate, 99))}")
+                cells.append(f"{signed(added(label, rate, 50))} / {signed(added(label, rate, 99))}")
         errors = sum(len(r.errors) for r in result.at_rate.values()) + len(result.burst.errors)
         lines.append(
             f"| {label} | {' | '.join(cells)} | {errors} | {result.burst.rate:.0f} | "
