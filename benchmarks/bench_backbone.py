@@ -26,6 +26,7 @@ import numpy as np
 from entrorouter.baselines.base import REGISTRY
 from entrorouter.baselines.routers import EntroRouterFineTuned
 from entrorouter.data.datasets import BENCHMARK_DATASETS, load_source
+from entrorouter.data.io import write_text_atomic
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig, aiq_difference_ci
 from entrorouter.threads import apply_threads
 
@@ -66,15 +67,15 @@ def main() -> int:
     routers = {name: REGISTRY[name]() for name in CONTEXT_ROUTERS}
     routers["entrorouter_ft"] = EntroRouterFineTuned(encoder=ft_encoder)
     everything = np.ones(bench.train.table.n_queries, dtype=bool)
-    sweeps, seconds = {}, {}
+    sweeps, aiqs, seconds = {}, {}, {}
     for name, router in routers.items():
         print(f"fitting {name}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         router.fit(bench.context(everything))
         sweeps[name] = bench.sweep(router, bench.test)
         seconds[name] = time.perf_counter() - started
-        print(f"{name}: AIQ {bench.curve_metrics(sweeps[name])['aiq']:.4f} in {seconds[name]:.0f} s", file=sys.stderr)
-    aiqs = {name: bench.curve_metrics(sweep)["aiq"] for name, sweep in sweeps.items()}
+        aiqs[name] = bench.curve_metrics(sweeps[name])["aiq"]
+        print(f"{name}: AIQ {aiqs[name]:.4f} in {seconds[name]:.0f} s", file=sys.stderr)
     best_baseline = max(("knn", "mlp"), key=aiqs.__getitem__)
     vs_frozen = aiq_difference_ci(sweeps["entrorouter_ft"], sweeps["entrorouter"], bench.ref, n_boot=N_BOOT, seed=0)
     vs_best = aiq_difference_ci(sweeps["entrorouter_ft"], sweeps[best_baseline], bench.ref, n_boot=N_BOOT, seed=0)
@@ -121,11 +122,7 @@ def main() -> int:
         f"ENTROROUTER_THREADS={os.environ.get('ENTROROUTER_THREADS', 'unset')}; 1/5/15-min load average before "
         f"{'/'.join(f'{x:.2f}' for x in load_before)}, after {'/'.join(f'{x:.2f}' for x in os.getloadavg())}.",
     ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / f"{args.dataset}.md"
-    partial = target.with_suffix(".md.tmp")
-    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    partial.replace(target)
+    write_text_atomic(args.out / f"{args.dataset}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
