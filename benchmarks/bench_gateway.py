@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +43,8 @@ import httpx
 import numpy as np
 import yaml
 
+from entrorouter.data.io import write_text_atomic
+from entrorouter.serving.upstream import ClientShards
 from entrorouter.testing.fake_backend import FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +57,8 @@ START_TIMEOUT_S = 300  # a server's start on a busy machine (LiteLLM imports a l
 BURST_CONCURRENCY = 32
 SUSTAINED_SHARE = 0.75  # of the pass-through's max throughput
 SUSTAINED_P99_MS = 1000.0
+STALL_AT_S, STALL_S = 5.0, 1.0  # the stall run: the gateway paused for 1 s, 5 s in
+BACKLOG_MS = 100.0  # a second whose requests' median latency is above this is still behind the backlog
 SHORT_PROMPTS = [
     "What is the capital of Australia?",
     "Write a Python function that checks whether a string is a palindrome.",
@@ -148,12 +153,18 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)  # in case a stall run left it paused
         self.process.terminate()
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     @property
     def rss_mb(self) -> float:
@@ -228,6 +239,7 @@ class Target:
 class Run:
     sent: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    sent_s: list[float] = field(default_factory=list)  # when each answered request left, after the start
     errors: list[str] = field(default_factory=list)
     span_s: float = 0.0
 
@@ -240,27 +252,36 @@ class Run:
         return self.ok / self.span_s if self.span_s else 0.0
 
 
-def client() -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
-    return httpx.AsyncClient(timeout=15, limits=limits)
+def client() -> ClientShards:
+    """512 connections in small pools, as the gateway holds them: in one pool of 512, this
+    load generator, not the server it measured, became the bottleneck once a backlog formed."""
+    return ClientShards(512, timeout=15)
 
 
-async def _one(http: httpx.AsyncClient, target: Target, i: int, run: Run) -> None:
+async def _one(http: ClientShards, target: Target, i: int, run: Run, sent_s: float = 0.0) -> None:
     body = {"model": target.model, "messages": [{"role": "user", "content": prompt(i)}]}
+    shard = http.take()
     started = time.perf_counter()
     try:
-        response = await http.post(target.url, json=body, headers=target.headers)
+        response = await http.client(shard).post(target.url, json=body, headers=target.headers)
     except httpx.HTTPError as exc:
         run.errors.append(type(exc).__name__)
         return
+    finally:
+        http.give_back(shard)
     if response.status_code == 200:
         run.latencies_ms.append((time.perf_counter() - started) * 1000)
+        run.sent_s.append(sent_s)
     else:
         run.errors.append(f"HTTP {response.status_code}")
 
 
-async def open_loop(target: Target, rate: float, duration_s: float) -> Run:
-    """Requests leave on schedule whatever the responses do; a bounded wait for the last ones."""
+async def open_loop(target: Target, rate: float, duration_s: float, stall_pid: int | None = None) -> Run:
+    """Requests leave on schedule whatever the responses do; a bounded wait for the last ones.
+
+    With ``stall_pid``, that process is paused (SIGSTOP) for ``STALL_S`` seconds at
+    ``STALL_AT_S``, as a long GC pause or a noisy neighbour would, while requests keep leaving.
+    """
     run = Run()
     async with client() as http:
         for i in range(20):  # warm the connections; not measured
@@ -271,7 +292,10 @@ async def open_loop(target: Target, rate: float, duration_s: float) -> Run:
             delay = start + i / rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(_one(http, target, i, run)))
+            if stall_pid is not None and i == int(STALL_AT_S * rate):
+                os.kill(stall_pid, signal.SIGSTOP)
+                loop.call_later(STALL_S, os.kill, stall_pid, signal.SIGCONT)
+            tasks.append(asyncio.create_task(_one(http, target, i, run, i / rate)))
         _, unfinished = await asyncio.wait(tasks, timeout=60)
         for task in unfinished:
             task.cancel()
@@ -341,6 +365,19 @@ def train_demo_router(out: Path, encoder: str) -> Path:
 
 
 # ------------------------------------------------------------------ report
+def stall_recovery(run: Run, run_s: float) -> tuple[float, float]:
+    """(seconds from the pause's end to the end of the last second whose requests' median
+    latency was above ``BACKLOG_MS``, p99 latency of the requests sent in the last 5 s)."""
+    stall_end = STALL_AT_S + STALL_S
+    by_second: dict[int, list[float]] = {}
+    for sent, ms in zip(run.sent_s, run.latencies_ms, strict=True):
+        if sent >= stall_end:
+            by_second.setdefault(int(sent - stall_end), []).append(ms)
+    behind = [second + 1 for second, values in by_second.items() if np.median(values) > BACKLOG_MS]
+    last = [ms for sent, ms in zip(run.sent_s, run.latencies_ms, strict=True) if sent >= run_s - 5]
+    return float(max(behind, default=0)), percentile(last, 99)
+
+
 def fmt(value: float) -> str:
     return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
 
@@ -376,6 +413,9 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
     sustained_rate = data["sustained_rate"]
     sustained99 = percentile(sustained.latencies_ms, 99)
     sustained_ok = not sustained.errors and sustained.rate >= 0.98 * sustained_rate and sustained99 <= 1000
+    stall: Run = data["stall"]
+    cleared_s, last99 = stall_recovery(stall, data["stall_run_s"])
+    stall_ok = not stall.errors and cleared_s <= data["stall_run_s"] - STALL_AT_S - STALL_S - 5
     gateway = results["EntroRouter, routed"]
     litellm_ran = "LiteLLM proxy (no routing)" in results and results["LiteLLM proxy (no routing)"].burst is not None
     beats = litellm_ran and (
@@ -408,6 +448,10 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         f"| routed, sustained {sustained_rate:.0f} req/s (75 % of the pass-through's max) for "
         f"{data['sustained_s']:g} s | {sustained.ok}/{sustained.sent} ok, {len(sustained.errors)} errors, "
         f"{sustained.rate:.0f} req/s, p99 {fmt(sustained99)} ms | no errors, p99 ≤ 1 s | {verdict(sustained_ok)} |",
+        f"| routed at the same rate for {data['stall_run_s']:g} s, the gateway paused {STALL_S:g} s at "
+        f"{STALL_AT_S:g} s | backlog cleared {cleared_s:.0f} s after the pause; p99 of the last 5 s "
+        f"{fmt(last99)} ms; {len(stall.errors)} errors | cleared before the last 5 s, no errors "
+        f"(ours, not the issue's) | {verdict(stall_ok)} |",
         f"| named, added p50 vs the bare pass-through's | {fmt(named50)} vs {fmt(bare50)} ms "
         f"| ≤ bare + 0.2 ms | {verdict(named50 <= bare50 + 0.2)} |",
         "| routed beats LiteLLM on added p50 and max throughput | "
@@ -455,12 +499,12 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         "",
         "Direct calls' own p50 / p99 are in brackets. Errors count non-200 answers and transport errors in "
         "all of that path's runs."
-        + (f" Sustained-run errors: {sorted(set(sustained.errors))}." if sustained.errors else ""),
+        + (f" Sustained-run errors: {sorted(set(sustained.errors))}." if sustained.errors else "")
+        + (f" Stall-run errors: {sorted(set(stall.errors))}." if stall.errors else ""),
         "",
     ]
     text = "\n".join(lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)
     return text
 
 
@@ -474,12 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-s", type=float, default=10, help="seconds per fixed rate (10)")
     parser.add_argument("--burst-s", type=float, default=10, help="seconds of the max-throughput run (10)")
     parser.add_argument("--sustained-s", type=float, default=30, help="seconds of the sustained run (30)")
+    parser.add_argument("--stall-run-s", type=float, default=20, help="seconds of the stall run (20)")
     parser.add_argument("--litellm-venv", type=Path, default=DEFAULT_LITELLM_VENV)
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.rate_s, args.burst_s, args.sustained_s = 3, 3, 5
+        args.rate_s, args.burst_s, args.sustained_s, args.stall_run_s = 3, 3, 5, 12
 
     data: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
@@ -488,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         "rate_s": args.rate_s,
         "burst_s": args.burst_s,
         "sustained_s": args.sustained_s,
+        "stall_run_s": args.stall_run_s,
         "workers": args.workers,
     }
     paths: dict[str, PathResult] = {}
@@ -530,6 +576,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sustained routed {data['sustained_rate']:.0f}/s for {args.sustained_s:g} s...", flush=True)
                 routed = Target("routed", url, "entrorouter", auth)
                 data["sustained"] = asyncio.run(open_loop(routed, data["sustained_rate"], args.sustained_s))
+                print(f"stall: the gateway paused {STALL_S:g} s during {args.stall_run_s:g} s...", flush=True)
+                data["stall"] = asyncio.run(
+                    open_loop(routed, data["sustained_rate"], args.stall_run_s, stall_pid=gateway.pid)
+                )
             label = "LiteLLM proxy (no routing)"
             paths[label] = PathResult(note="did not run")
             if litellm is not None:

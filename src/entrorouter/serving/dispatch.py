@@ -68,6 +68,7 @@ class Call:
 
     def __init__(self, upstream: Upstream, permit: Permit, metrics: GatewayMetrics) -> None:
         self.upstream, self.permit, self.metrics = upstream, permit, metrics
+        self.shard = upstream.connections.take()
         self.response: httpx.Response | None = None
         self.events: AsyncIterator[Event] | None = None
         self.started = time.perf_counter()
@@ -91,6 +92,7 @@ class Call:
             if self.response is not None:
                 await self.response.aclose()
         finally:
+            self.upstream.connections.give_back(self.shard)
             self.upstream.slots.release()
             self.metrics.upstream_seconds.labels(self.upstream.name).observe(time.perf_counter() - self.started)
 
@@ -228,7 +230,7 @@ class Dispatcher:
             call = Call(upstream, permit, self.metrics)
             try:
                 call.response = await open_chat(
-                    upstream.client,
+                    upstream.connections.client(call.shard),
                     upstream.config,
                     upstream.payload(body),
                     policy=self.policy,
