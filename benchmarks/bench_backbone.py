@@ -25,8 +25,8 @@ import numpy as np
 
 from entrorouter.baselines.base import REGISTRY
 from entrorouter.baselines.routers import EntroRouterFineTuned
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import BENCHMARK_DATASETS, load_source
-from entrorouter.data.io import write_text_atomic
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig, aiq_difference_ci
 from entrorouter.threads import apply_threads
 

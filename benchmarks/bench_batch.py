@@ -306,7 +306,7 @@ def write_report(path: Path, r: dict) -> None:
         "```",
         "",
     ]
-    from entrorouter.data.io import write_text_atomic
+    from entrorouter.data.atomic import write_text_atomic
 
     write_text_atomic(path, "\n".join(lines))
     print(f"wrote {path}")

@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
-from entrorouter.data.io import write_text_atomic
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router import Router

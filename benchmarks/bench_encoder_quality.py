@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
-from entrorouter.data.io import write_text_atomic
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 
 REFERENCE = "minilm"

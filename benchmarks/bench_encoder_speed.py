@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
-from entrorouter.data.io import write_text_atomic
 from entrorouter.features.encoders import make_encoder
 
 ENCODERS = ("minilm", "minilm-onnx", "minilm-static")

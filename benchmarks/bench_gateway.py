@@ -48,7 +48,7 @@ import httpx
 import numpy as np
 import yaml
 
-from entrorouter.data.io import write_text_atomic
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.serving.upstream import ClientShards
 from entrorouter.testing.fake_backend import FakeBackend
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
-from entrorouter.data.io import write_text_atomic
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import _special_tokens, _token_outputs, make_encoder, minilm_path, principal_axes
 

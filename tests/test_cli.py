@@ -195,6 +195,18 @@ def test_every_argument_has_help_text() -> None:
     assert walk(build_parser(), "entrorouter") == []
 
 
+def test_each_command_is_listed_under_the_module_that_registers_it() -> None:
+    # build_parser imports only the module listed for the command given, so the two must agree.
+    import importlib
+
+    from entrorouter.cli import COMMAND_MODULES
+
+    for module, commands in COMMAND_MODULES.items():
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(module).register(subparsers)
+        assert tuple(subparsers.choices) == commands, module
+
+
 def test_target_retention_from_the_command_line(tiny_router: Path, demo_file: Path, tmp_path: Path) -> None:
     from entrorouter.router import Router
 

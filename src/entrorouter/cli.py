@@ -2,8 +2,8 @@
 
 Each concern registers its own sub-commands (``register(subparsers)`` in its ``cli``
 module), so this file only wires them together and turns user errors into one line on
-stderr with exit code 2. Modules are imported when their command runs, so ``--help``
-stays fast and nothing heavy loads at import time.
+stderr with exit code 2. A command imports only its own concern's CLI module, and those
+import their heavy parts when the command runs, so nothing heavy loads at import time.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from entrorouter.errors import EntroRouterError
 from entrorouter.progress import plain_progress_lines
 from entrorouter.threads import apply_threads
 
-# (module, doc) for each concern that adds sub-commands; order is the --help order.
-COMMAND_MODULES = (
-    "entrorouter.data.cli",  # data import / inspect / validate
-    "entrorouter.training.cli",  # train, evaluate, route, quickstart
-    "entrorouter.evaluation.cli",  # benchmark
-    "entrorouter.serving.cli",  # serve
-    "entrorouter.collection.cli",  # collect
-)
+# Each concern's CLI module and the sub-commands it registers; order is the --help order.
+COMMAND_MODULES = {
+    "entrorouter.data.cli": ("data",),
+    "entrorouter.training.cli": ("train", "evaluate", "quickstart"),
+    "entrorouter.router.cli": ("route",),
+    "entrorouter.evaluation.cli": ("benchmark",),
+    "entrorouter.serving.cli": ("serve",),
+    "entrorouter.collection.cli": ("collect",),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,7 +36,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only the module that owns it is imported (so that
+    ``entrorouter route`` loads no training code), else every command's module (for --help)."""
     parser = _Parser(
         prog="entrorouter",
         description="Learn which LLM should answer each request, prove it, and serve it.",
@@ -43,20 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"entrorouter {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # a concern that is not built yet
-        module.register(subparsers)
+    owners = [name for name, commands in COMMAND_MODULES.items() if command in commands]
+    for name in owners or COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         with plain_progress_lines():
             apply_threads()

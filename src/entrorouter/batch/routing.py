@@ -37,7 +37,8 @@ import pyarrow.parquet as pq
 
 from entrorouter.batch import DEFAULT_CHUNK_SIZE
 from entrorouter.batch.engines import run_engine
-from entrorouter.data.io import atomic_path, table_format, write_text_atomic
+from entrorouter.data.atomic import atomic_path, write_text_atomic
+from entrorouter.data.io import table_format
 from entrorouter.errors import DataError, EntroRouterError
 
 MANIFEST = "manifest.json"

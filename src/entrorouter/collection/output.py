@@ -24,7 +24,8 @@ from typing import Any
 from entrorouter.backends import BackendConfig
 from entrorouter.collection.queries import Query
 from entrorouter.collection.store import ERROR, GRADED, Outcome, ProgressStore
-from entrorouter.data.io import atomic_path, table_format
+from entrorouter.data.atomic import atomic_path
+from entrorouter.data.io import table_format
 
 BATCH_ROWS = 10_000
 _INTEGER_FIELDS = ("prompt_tokens", "completion_tokens", "attempts")  # nullable: kept as integers

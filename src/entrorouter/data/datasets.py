@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from entrorouter.data.atomic import atomic_path
 from entrorouter.data.cost import PriceCard, bundled_price_card, estimate_tokens
-from entrorouter.data.io import atomic_path, read_table
+from entrorouter.data.io import read_table
 from entrorouter.data.table import OutcomeTable
 from entrorouter.errors import DataError, EntroRouterError
 

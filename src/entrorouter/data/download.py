@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
-from entrorouter.data.io import write_text_atomic
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.errors import EntroRouterError
 
 DEFAULT_MIRROR = "https://raw.githubusercontent.com"

@@ -176,7 +176,7 @@ def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str
     import numpy as np
     from tqdm.auto import tqdm
 
-    from entrorouter.data.io import write_text_atomic
+    from entrorouter.data.atomic import write_text_atomic
     from entrorouter.evaluation.resplits import render_resplits, run_resplits
 
     test_fraction = float(np.mean(table.splits == "test"))
@@ -209,7 +209,7 @@ def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str
 def run_one(train, test, config, out: Path, *, dataset: str, command: str) -> dict:
     from tqdm.auto import tqdm
 
-    from entrorouter.data.io import write_text_atomic
+    from entrorouter.data.atomic import write_text_atomic
     from entrorouter.evaluation.benchmark import ABLATIONS, Benchmark
     from entrorouter.evaluation.plots import plot_curves, plot_entropy, plot_usage
     from entrorouter.evaluation.report import render_report

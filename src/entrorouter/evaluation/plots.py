@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from entrorouter.data.io import atomic_path
+from entrorouter.data.atomic import atomic_path
 
 
 def _pyplot():

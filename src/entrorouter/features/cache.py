@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from entrorouter.data.io import atomic_path
+from entrorouter.data.atomic import atomic_path
 from entrorouter.features.encoders import Encoder
 
 CACHE_DIR_ENV = "ENTROROUTER_CACHE_DIR"

@@ -314,7 +314,7 @@ def _export_minilm_onnx(model_dir: Path, out: Path) -> None:
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
-    from entrorouter.data.io import atomic_path
+    from entrorouter.data.atomic import atomic_path
 
     hf_logging.disable_progress_bar()
 
@@ -415,7 +415,7 @@ class StaticMiniLMEncoder(Encoder):
         if not path.exists():
             from safetensors.numpy import save_file
 
-            from entrorouter.data.io import atomic_path
+            from entrorouter.data.atomic import atomic_path
 
             table = distil_static_table(self.path, self.out_dim)
             with atomic_path(path) as tmp:

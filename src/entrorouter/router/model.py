@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from entrorouter import __version__
+from entrorouter.data.atomic import atomic_path, write_text_atomic
 from entrorouter.data.cost import CostPredictor
-from entrorouter.data.io import atomic_path, write_text_atomic
 from entrorouter.errors import EntroRouterError
 from entrorouter.features.cache import EmbeddingCache, key_array, text_key
 from entrorouter.features.encoders import Encoder, encoder_from_state

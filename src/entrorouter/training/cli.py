@@ -1,4 +1,4 @@
-"""`entrorouter train | evaluate | route | quickstart`."""
+"""`entrorouter train | evaluate | quickstart`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from entrorouter.batch.cli import add_batch_arguments, cmd_route_batch
 from entrorouter.batch.engines import ENGINES
 from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
+from entrorouter.router.cli import knob_arguments, load_router, resolve_lam
 
 if TYPE_CHECKING:
     from entrorouter import Router
@@ -43,24 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--router", required=True, type=Path, help="router directory")
     evaluate.add_argument("--data", required=True, help="outcome table or dataset name")
     evaluate.add_argument("--json", type=Path, dest="json_out", help="also write the results as JSON here")
-    _knob_arguments(evaluate)
+    knob_arguments(evaluate)
     _split_argument(evaluate, "test")
     _data_dir_argument(evaluate)
     evaluate.set_defaults(handler=cmd_evaluate)
-
-    route = subparsers.add_parser("route", help="route one query, or a file of them (--batch)")
-    route.add_argument("--router", required=True, type=Path, help="router directory")
-    route.add_argument("query", nargs="?", help="the query text, quoted (or --batch FILE)")
-    _knob_arguments(route)
-    route.add_argument(
-        "--cost-weight",
-        type=float,
-        default=0.0,
-        help="extra request-time cost penalty γ (default 0)",
-    )
-    route.add_argument("--json", action="store_true", help="print JSON")
-    add_batch_arguments(route)
-    route.set_defaults(handler=cmd_route)
 
     quick = subparsers.add_parser(
         "quickstart",
@@ -86,29 +72,6 @@ def _split_argument(parser: argparse.ArgumentParser, default: str) -> None:
         default="auto",
         help=f"rows to use: a split name, 'all', or 'auto' (= '{default}' when the table has that split, else all)",
     )
-
-
-def _knob_arguments(parser: argparse.ArgumentParser) -> None:
-    knob = parser.add_mutually_exclusive_group()
-    knob.add_argument("--lam", type=float, help="trade-off λ (default: the router's)")
-    knob.add_argument(
-        "--target-retention",
-        type=float,
-        help="share of the strongest model's accuracy to keep, e.g. 0.98: the router's calibration curve "
-        "turns it into the cheapest λ certified for it",
-    )
-
-
-def _resolve_lam(router: Router, args: argparse.Namespace) -> float:
-    """λ from --lam / --target-retention / the router's default, warning when beyond the trained range."""
-    lam = router.lam_for(args.lam, args.target_retention)
-    if lam > router.config.lam_max:
-        print(
-            f"warning: λ = {lam:.4g} is beyond the range the router was trained for "
-            f"([0, {router.config.lam_max:.4g}]); its decisions there are extrapolated",
-            file=sys.stderr,
-        )
-    return lam
 
 
 def _data_dir_argument(parser: argparse.ArgumentParser) -> None:
@@ -231,23 +194,13 @@ def _print_calibration(router: Router) -> None:
         )
 
 
-def _load_router(path: Path, *, cache: bool = False) -> Router:
-    from entrorouter import Router
-    from entrorouter.features.cache import EmbeddingCache
-
-    router = Router.load(path)
-    if cache:
-        router.cache = EmbeddingCache()
-    return router
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from entrorouter.data.atomic import write_text_atomic
     from entrorouter.data.datasets import load_source
-    from entrorouter.data.io import write_text_atomic
 
-    router = _load_router(args.router, cache=True)
+    router = load_router(args.router, cache=True)
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "test")
-    lam = _resolve_lam(router, args)
+    lam = resolve_lam(router, args)
     result = router.evaluate(table, lam=lam) | {"target_retention": args.target_retention}
     if result["trained_on_share"] > 0:
         print(
@@ -259,24 +212,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json_out:
         write_text_atomic(args.json_out, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json_out}")
-    return 0
-
-
-def cmd_route(args: argparse.Namespace) -> int:
-    router = _load_router(args.router)
-    lam = _resolve_lam(router, args)
-    if args.batch is not None:
-        return cmd_route_batch(args, router, lam)
-    if args.query is None or not args.query.strip():
-        raise EntroRouterError("the query is empty (give a query, or --batch FILE)")
-    result = router.route([args.query], lam=lam, cost_weight=args.cost_weight)[0]
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
-    print(f"model: {result.model}")
-    print("ranking (fallback order):")
-    for i, model in enumerate(result.ranking, 1):
-        print(f"  {i:>2}. {model:<40} p = {result.probabilities[model]:.3f}")
     return 0
 
 
