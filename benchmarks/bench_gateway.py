@@ -20,10 +20,9 @@ The load generator is this process (httpx, asyncio). For each path:
 Then a sustained routed run (30 s at 75 % of the pass-through's max throughput), a stall
 run (20 s at 75 % of the routed path's own max throughput, the gateway paused for 1 s
 after 5 s, as a long GC pause or a noisy neighbour would: does it work off the backlog, or
-fall behind for good?), the
-gateway's time to ready, and ``entrorouter route`` as a fresh process. The load generator
-holds its connections in small pools (``ClientShards``) like the gateway, so that it is
-not itself the bottleneck once a backlog forms.
+fall behind for good?), the gateway's time to ready, and ``entrorouter route`` as a fresh
+process. The load generator holds its connections in small pools (``ClientShards``) like
+the gateway, so that it is not itself the bottleneck once a backlog forms.
 """
 
 from __future__ import annotations
