@@ -47,8 +47,8 @@ import httpx
 import numpy as np
 import yaml
 
+from entrorouter.backends import ClientShards
 from entrorouter.data.atomic import write_text_atomic
-from entrorouter.serving.upstream import ClientShards
 from entrorouter.testing.fake_backend import FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""OpenAI-compatible backends: the configuration shared by `serve` and `collect`, and
-one retrying HTTP call.
+"""OpenAI-compatible backends: the configuration shared by `serve` and `collect`, one
+retrying HTTP call, and connections held in small pools (:class:`ClientShards`).
 
 A backend entry in YAML (the gateway's ``gateway.yaml`` and the collector's ``pool.yaml``
 use the same format)::
@@ -314,3 +314,56 @@ def describe_error(exc: Exception) -> str:
     if not isinstance(exc, httpx.TransportError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ClientShards:
+    """HTTP clients of at most ``shard_size`` connections each, that together hold ``size``.
+
+    httpcore's pool works on every request and response in time that grows with the square
+    of the connections it holds (it lists the idle ones once per connection): with 256
+    idle connections one call cost 26 ms of CPU here, against 0.9 ms with one. A burst
+    that opened many connections then left a process slower than its arrival rate, and it
+    never caught up. Small pools bound that work. A call takes the first shard with a free
+    connection, so a quiet process uses one shard, and the connections a burst opened in
+    the others lie untouched until they expire.
+    """
+
+    def __init__(self, size: int, shard_size: int = 8, **client_options: Any) -> None:
+        self.capacity = [min(shard_size, size - start) for start in range(0, size, shard_size)]
+        self.busy = [0] * len(self.capacity)
+        self._clients: list[httpx.AsyncClient | None] = [None] * len(self.capacity)
+        self._options = client_options
+
+    def client(self, index: int) -> httpx.AsyncClient:
+        """Shard ``index``'s client, made on first use (a quiet process never makes the rest)."""
+        client = self._clients[index]
+        if client is None:
+            if "verify" not in self._options:  # one TLS context for all shards: each costs ~0.9 MB and ~20 ms
+                self._options["verify"] = httpx.create_ssl_context()
+            limits = httpx.Limits(max_connections=self.capacity[index], max_keepalive_connections=self.capacity[index])
+            client = self._clients[index] = httpx.AsyncClient(limits=limits, **self._options)
+        return client
+
+    def take(self) -> int:
+        """The index of a shard with a free connection (the least busy one when none is free)."""
+        for index, busy in enumerate(self.busy):
+            if busy < self.capacity[index]:
+                break
+        else:
+            index = min(range(len(self.busy)), key=self.busy.__getitem__)
+        self.busy[index] += 1
+        return index
+
+    def give_back(self, index: int) -> None:
+        self.busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            if client is not None:
+                await client.aclose()
+
+    async def __aenter__(self) -> ClientShards:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from entrorouter.serving.upstream import ClientShards
+from entrorouter.backends import ClientShards
 from entrorouter.testing.fake_backend import FakeBackend
 
 

@@ -8,13 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from entrorouter.backends import BackendConfig, BackendError, RetryPolicy, parse_backends, post_chat_completion
+from entrorouter.backends import (
+    BackendConfig,
+    BackendError,
+    ClientShards,
+    RetryPolicy,
+    parse_backends,
+    post_chat_completion,
+)
 from entrorouter.collection.graders.base import Grader, GradingError
 from entrorouter.errors import ConfigError
 
 if TYPE_CHECKING:
-    import httpx
-
     from entrorouter.collection.queries import Query
 
 DEFAULT_RUBRIC = (
@@ -68,7 +73,7 @@ class Judge(Grader):
     scale: float = 10.0
     max_tokens: int = 512
     retry: RetryPolicy = field(default_factory=RetryPolicy, init=False, repr=False, compare=False)
-    _client: httpx.AsyncClient | None = field(default=None, init=False, repr=False, compare=False)
+    _connections: ClientShards | None = field(default=None, init=False, repr=False, compare=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -99,12 +104,9 @@ class Judge(Grader):
         return f"judge:{self.backend.model}:{self.rubric}:{self.scale}:{self.max_tokens}"
 
     async def grade(self, answer: str, query: Query) -> float:
-        import httpx
-
         assert self.backend is not None
-        if self._client is None:
-            limits = httpx.Limits(max_connections=self.backend.max_concurrency)
-            self._client = httpx.AsyncClient(limits=limits)
+        if self._connections is None:
+            self._connections = ClientShards(self.backend.max_concurrency)
             self._slots = asyncio.Semaphore(self.backend.max_concurrency)
         prompt = PROMPT.format(
             rubric=self.rubric,
@@ -116,10 +118,14 @@ class Judge(Grader):
         body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": self.max_tokens}
         assert self._slots is not None
         async with self._slots:
+            shard = self._connections.take()
             try:
-                response = await post_chat_completion(self._client, self.backend, body, policy=self.retry)
+                client = self._connections.client(shard)
+                response = await post_chat_completion(client, self.backend, body, policy=self.retry)
             except BackendError as exc:
                 raise GradingError(f"judge: {exc}") from None
+            finally:
+                self._connections.give_back(shard)
         reply = response.content
         if reply is None:
             raise GradingError("judge response has no message content")
@@ -129,6 +135,6 @@ class Judge(Grader):
         return score
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._connections is not None:
+            await self._connections.aclose()
+            self._connections = None
