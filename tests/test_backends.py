@@ -1,4 +1,4 @@
-"""The gateway's connections to a backend: small pools, filled one after the other."""
+"""Connections to a backend (gateway and collection alike): small pools, filled one after the other."""
 
 from __future__ import annotations
 
