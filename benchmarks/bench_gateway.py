@@ -264,15 +264,13 @@ def client() -> ClientShards:
 
 async def _one(http: ClientShards, target: Target, i: int, run: Run, sent_s: float = 0.0) -> None:
     body = {"model": target.model, "messages": [{"role": "user", "content": prompt(i)}]}
-    shard = http.take()
     started = time.perf_counter()
     try:
-        response = await http.client(shard).post(target.url, json=body, headers=target.headers)
+        async with http.connection() as connection:
+            response = await connection.post(target.url, json=body, headers=target.headers)
     except httpx.HTTPError as exc:
         run.errors.append(type(exc).__name__)
         return
-    finally:
-        http.give_back(shard)
     if response.status_code == 200:
         run.latencies_ms.append((time.perf_counter() - started) * 1000)
         run.sent_s.append(sent_s)

@@ -33,13 +33,9 @@ def test_no_pool_opens_more_connections_than_its_share_under_a_burst() -> None:
         async with ClientShards(64, shard_size=8) as shards:
 
             async def one(i: int) -> int:
-                shard = shards.take()
-                try:
-                    body = {"model": "m", "messages": [{"role": "user", "content": f"what is {i} + 1?"}]}
-                    response = await shards.client(shard).post(url, json=body)
-                    return response.status_code
-                finally:
-                    shards.give_back(shard)
+                body = {"model": "m", "messages": [{"role": "user", "content": f"what is {i} + 1?"}]}
+                async with shards.connection() as client:
+                    return (await client.post(url, json=body)).status_code
 
             statuses = await asyncio.gather(*(one(i) for i in range(64)))
             assert statuses == [200] * 64

@@ -26,6 +26,8 @@ import email.utils
 import os
 import random
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -356,6 +358,16 @@ class ClientShards:
 
     def give_back(self, index: int) -> None:
         self.busy[index] -= 1
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[httpx.AsyncClient]:
+        """The client of a shard with a free connection, for one call (:meth:`take` and
+        :meth:`give_back` for a call that outlives a ``with`` block, such as a relayed stream)."""
+        index = self.take()
+        try:
+            yield self.client(index)
+        finally:
+            self.give_back(index)
 
     async def aclose(self) -> None:
         for client in self._clients:

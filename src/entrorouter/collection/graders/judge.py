@@ -117,15 +117,11 @@ class Judge(Grader):
         )
         body = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": self.max_tokens}
         assert self._slots is not None
-        async with self._slots:
-            shard = self._connections.take()
+        async with self._slots, self._connections.connection() as client:
             try:
-                client = self._connections.client(shard)
                 response = await post_chat_completion(client, self.backend, body, policy=self.retry)
             except BackendError as exc:
                 raise GradingError(f"judge: {exc}") from None
-            finally:
-                self._connections.give_back(shard)
         reply = response.content
         if reply is None:
             raise GradingError("judge response has no message content")
