@@ -89,3 +89,22 @@ def test_mean_of_estimators() -> None:
     both = make_capability("knn+mlp", knn_k=8, prior_strength=1.0, n_clusters=2, folds=2, seed=0)
     est = both.fit(x, s)
     assert est.shape == s.shape and set(both.tensors()) >= {"knn.train_x", "mlp.0.net.0.weight", "mlp.2.net.0.weight"}
+
+
+def test_knn_predicts_from_the_k_nearest_training_queries() -> None:
+    """Routing-time estimates: the k most cosine-similar training queries' mean score, smoothed
+    towards the query's cluster prior (written out here with a full sort)."""
+    x, s = clustered(120)
+    s[::7, 0] = np.nan  # some outcomes missing
+    knn = KnnCapability(k=5, prior_strength=2.0, n_clusters=2)
+    knn.fit(x, s)
+    queries = np.random.default_rng(3).standard_normal((6, 4)).astype(np.float32)
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    train = x / np.linalg.norm(x, axis=1, keepdims=True)
+    nearest = np.argsort(-(unit @ train.T), axis=1)[:, :5]
+    observed = ~np.isnan(s)
+    hits = np.where(observed, s, 0.0)[nearest].sum(1)
+    prior = knn._prior(knn._assign(unit))
+    expected = (hits + 2.0 * prior) / (observed[nearest].sum(1) + 2.0)
+    np.testing.assert_allclose(knn.predict(queries), expected, rtol=1e-5)
+    np.testing.assert_allclose(knn.predict(queries[:1]), expected[:1], rtol=1e-5)  # alone as in a batch

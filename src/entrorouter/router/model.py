@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from entrorouter import __version__
 from entrorouter.data.atomic import atomic_path, write_text_atomic
@@ -30,9 +29,10 @@ from entrorouter.data.cost import CostPredictor
 from entrorouter.errors import EntroRouterError
 from entrorouter.features.cache import EmbeddingCache, key_array, text_key
 from entrorouter.features.encoders import Encoder, encoder_from_state
+from entrorouter.numeric import softmax
 from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
-from entrorouter.router.capability import CapabilityEstimator, FoldPlan, as_float_tensor, make_capability
+from entrorouter.router.capability import CapabilityEstimator, FoldPlan, make_capability
 from entrorouter.router.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -138,29 +138,26 @@ class Router:
         return fit_router(self, table, features=features, progress=progress, cache=cache, fold_plan=fold_plan)
 
     # ----------------------------------------------------------------- route
-    @torch.no_grad()
     def probabilities(self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None) -> np.ndarray:
-        """(n, K) routing distribution π(k | q, λ); ``lam`` is one λ or one per query."""
+        """(n, K) routing distribution π(k | q, λ); ``lam`` is one λ or one per query.
+
+        Computed in NumPy (:mod:`entrorouter.numeric` says why), from the policy's current weights."""
         lam_values = np.broadcast_to(
             np.asarray(self.lam if lam is None else lam, dtype=np.float64), (len(inputs.features),)
         )
         if (lam_values < 0).any() or not np.isfinite(lam_values).all():
             raise EntroRouterError(f"λ must be a finite number >= 0, got {lam!r}")
-        lam_t = torch.from_numpy(lam_values.astype(np.float32))
+        lam32 = lam_values.astype(np.float32)
+        features, capability, cost = (
+            np.asarray(a, dtype=np.float32) for a in (inputs.features, inputs.capability, inputs.cost)
+        )
         anchor = (
-            anchor_logits(
-                as_float_tensor(inputs.capability), as_float_tensor(inputs.cost), lam_t, self.config.anchor_temperature
-            )
+            anchor_logits(capability, cost, lam32, self.config.anchor_temperature)
             if self.config.anchor_residual
             else None
         )
-        x = policy_input(
-            as_float_tensor(inputs.features),
-            as_float_tensor(inputs.capability),
-            as_float_tensor(inputs.cost),
-            self.config.policy_input,
-        )
-        return F.softmax(self.policy(x, lam_t, anchor), dim=1).numpy()
+        x = policy_input(features, capability, cost, self.config.policy_input)
+        return softmax(self.policy.numpy_logits(x, lam32, anchor))
 
     def rank(
         self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0
