@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from entrorouter.numeric import erf, gelu, sigmoid, softmax
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits
+from entrorouter.policy.mlp import RoutingPolicy
+from entrorouter.policy.weights import PolicyWeights, anchor_logits
 
 
 def test_activations_match_torch() -> None:
@@ -20,7 +22,7 @@ def test_activations_match_torch() -> None:
     np.testing.assert_allclose(softmax(logits), torch.softmax(torch.from_numpy(logits), dim=1).numpy(), atol=1e-6)
 
 
-def test_policy_numpy_logits_match_its_forward() -> None:
+def test_policy_weights_compute_the_trained_policy() -> None:
     torch.manual_seed(0)
     policy = RoutingPolicy(12, 4, hidden=32, dropout=0.5)
     nn.init.normal_(policy.head.weight)  # the head starts at zero: give it something to compute
@@ -32,9 +34,22 @@ def test_policy_numpy_logits_match_its_forward() -> None:
     anchor = anchor_logits(capability, cost, lam, 0.1)
     with torch.no_grad():
         expected = policy(torch.from_numpy(x), torch.from_numpy(lam), torch.from_numpy(anchor)).numpy()
-    np.testing.assert_allclose(policy.numpy_logits(x, lam, anchor), expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(policy.numpy_logits(x[:1], lam[:1]), expected[:1] - anchor[:1], rtol=1e-5, atol=1e-5)
-    # It reads the weights in place: a training step shows at once.
-    with torch.no_grad():
-        policy.head.bias += 1.0
-    np.testing.assert_allclose(policy.numpy_logits(x, lam, anchor), expected + 1.0, rtol=1e-5, atol=1e-5)
+    weights = policy.weights()
+    assert (weights.in_dim, weights.n_models) == (12, 4)
+    np.testing.assert_allclose(weights.logits(x, lam, anchor), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(weights.logits(x[:1], lam[:1]), expected[:1] - anchor[:1], rtol=1e-5, atol=1e-5)
+    # Saved under the module's own names, and read back to the same function.
+    assert set(weights.tensors()) == set(policy.state_dict())
+    again = PolicyWeights.from_tensors(weights.tensors(), lam_min=policy.lam_min, lam_max=policy.lam_max)
+    np.testing.assert_array_equal(again.logits(x, lam, anchor), weights.logits(x, lam, anchor))
+
+
+def test_policy_weights_that_do_not_form_one_network_are_refused() -> None:
+    tensors = RoutingPolicy(6, 3, hidden=8).weights().tensors()
+    for broken in (
+        {k: v for k, v in tensors.items() if k != "head.bias"},  # a tensor missing
+        {**tensors, "body.3.weight": tensors["body.3.weight"][:, :5]},  # a layer reading the wrong width
+        {**tensors, "head.bias": tensors["head.bias"][:2]},  # bias and weight disagree
+    ):
+        with pytest.raises(ValueError):
+            PolicyWeights.from_tensors(broken, lam_min=1e-3, lam_max=2.0)

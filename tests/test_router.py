@@ -13,6 +13,8 @@ from safetensors.numpy import load_file, save_file
 from entrorouter.errors import EntroRouterError
 from entrorouter.router import FORMAT_VERSION, Router
 
+from .conftest import CALIBRATED
+
 
 def test_route_returns_model_ranking_and_probabilities(tiny_router: Path, demo_table) -> None:
     router = Router.load(tiny_router)
@@ -161,15 +163,35 @@ def test_target_retention_knob(tiny_router: Path, demo_table) -> None:
     assert router.evaluate(demo_table.split("train"))["trained_on_share"] == 1.0
 
 
-def test_only_routing_code_is_loaded_to_route(tiny_router: Path) -> None:
+@pytest.fixture(scope="module")
+def ensemble_router(demo_table, tmp_path_factory) -> tuple[Router, Path]:
+    """A small router with the default capability ensemble (kNN, bagged MLP and logistic nets),
+    as trained and as saved."""
+    from entrorouter.router.config import TrainConfig
+
+    config = TrainConfig(**{**CALIBRATED, "capability": "knn+mlp+logistic", "capability_folds": 2})
+    router = Router(config).fit(demo_table.split("train"))
+    return router, router.save(tmp_path_factory.mktemp("routers") / "ensemble")
+
+
+def test_a_saved_router_routes_exactly_as_the_trained_one(ensemble_router, demo_table) -> None:
+    """Training leaves torch modules behind; the saved router has only their arrays."""
+    trained, path = ensemble_router
+    texts = [str(q) for q in demo_table.split("test").queries[:50]]
+    assert Router.load(path).route(texts, lam=0.05) == trained.route(texts, lam=0.05)
+
+
+def test_only_routing_code_is_loaded_to_route(ensemble_router) -> None:
     import subprocess
     import sys
 
-    # Neither the training stack nor pandas (a quarter of a fresh `route`'s 2 s went to importing it).
+    # Neither the training stack nor pandas (a quarter of a fresh `route`'s 2 s went to importing
+    # it), nor torch (routing runs in NumPy; importing torch took half of a fresh `route`).
+    _, path = ensemble_router
     unwanted = "(['training'], ['evaluation'], ['baselines'])"
-    check = f"print(sorted(m for m in sys.modules if m.split('.')[1:2] in {unwanted} or m == 'pandas'))"
-    api = f"from entrorouter import Router; Router.load({str(tiny_router)!r}).route(['hi'], target_retention=0.5)"
-    cli = f"from entrorouter.cli import main; main(['route', '--router', {str(tiny_router)!r}, 'hello'])"
+    check = f"print(sorted(m for m in sys.modules if m.split('.')[1:2] in {unwanted} or m in ('pandas', 'torch')))"
+    api = f"from entrorouter import Router; Router.load({str(path)!r}).route(['hi'], target_retention=0.5)"
+    cli = f"from entrorouter.cli import main; main(['route', '--router', {str(path)!r}, 'hello'])"
     for call in (api, cli):
         code = f"import sys; {call}; {check}"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -53,3 +53,15 @@ def apply_threads() -> int:
     if torch is not None:  # already imported (a caller inside Python): tell it directly
         torch.set_num_threads(threads)
     return threads
+
+
+def current_threads() -> int:
+    """The threads torch uses, or would use once loaded (``OMP_NUM_THREADS``, as
+    :func:`apply_threads` sets it, else :func:`chosen_threads`): for libraries with thread
+    pools of their own (ONNX Runtime), so that one setting holds for every encoder, and
+    without importing torch for it."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else chosen_threads()

@@ -275,11 +275,12 @@ class OnnxMiniLMEncoder(Encoder):
 
     def _load(self) -> None:
         import onnxruntime
-        import torch  # only for its thread setting: one knob for every encoder
         from tokenizers import Tokenizer
 
+        from entrorouter.threads import current_threads
+
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
+        options.intra_op_num_threads = current_threads()  # one knob for every encoder
         options.inter_op_num_threads = 1
         self._session = onnxruntime.InferenceSession(
             str(self.model_file()), options, providers=["CPUExecutionProvider"]

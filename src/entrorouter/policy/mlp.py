@@ -1,4 +1,4 @@
-"""The routing policy π_θ(k | q, λ) = softmax(anchor(q, λ) + f_θ(e(q), λ)).
+"""The routing policy π_θ(k | q, λ) = softmax(anchor(q, λ) + f_θ(e(q), λ)), as training runs it.
 
 ``f_θ`` is a small MLP over the query embedding and two features of the trade-off λ, so
 one network serves every λ. With ``anchor_residual`` the Soft Anchor's logits
@@ -6,42 +6,18 @@ one network serves every λ. With ``anchor_residual`` the Soft Anchor's logits
 corrections; without it the policy starts uniform. The last layer starts at zero for
 exactly that reason.
 
-Training runs in torch; routing runs the same network in NumPy
-(:meth:`RoutingPolicy.numpy_logits`, :mod:`entrorouter.numeric` says why). The helpers
-below take either kind of array.
+This is the torch module that training optimises; a trained router keeps its weights as
+:class:`~entrorouter.policy.weights.PolicyWeights` (:meth:`RoutingPolicy.weights`) and
+routes with those, in NumPy.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from entrorouter.numeric import gelu
-
-Array = np.ndarray | torch.Tensor
-
-
-def _columns(parts: list[Array]) -> Array:
-    """``parts`` side by side (NumPy arrays or torch tensors, all of one kind)."""
-    return np.concatenate(parts, axis=1) if isinstance(parts[0], np.ndarray) else torch.cat(parts, dim=1)
-
-
-def anchor_logits(capability: Array, cost: Array, lam: Array, temperature: float) -> Array:
-    """Soft Anchor logits (â − λ·ĉ) / T_A for (n, K) estimates, (n, K) normalised costs, (n,) λ."""
-    return (capability - lam[:, None] * cost) / temperature
-
-
-def policy_input(features: Array, capability: Array, cost: Array, mode: str) -> Array:
-    """What f_θ reads (``mode``: "embedding", "estimates" or "embedding+estimates")."""
-    parts = {"embedding": [features], "estimates": [capability, cost]}
-    return _columns([t for name in mode.split("+") for t in parts[name]])
-
-
-def policy_input_dim(embedding_dim: int, n_models: int, mode: str) -> int:
-    return sum({"embedding": embedding_dim, "estimates": 2 * n_models}[name] for name in mode.split("+"))
+from entrorouter.policy.weights import PolicyWeights, lam_features
 
 
 class RoutingPolicy(nn.Module):
@@ -69,27 +45,17 @@ class RoutingPolicy(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def lam_features(self, lam: Array) -> Array:
-        """λ on a log scale in about [-1, 1], and λ / lam_max: (n, 2) for (n,) λ."""
-        lo, hi = math.log(self.lam_min), math.log(self.lam_max + self.lam_min)
-        log = np.log if isinstance(lam, np.ndarray) else torch.log
-        log_scaled = 2 * (log(lam + self.lam_min) - lo) / (hi - lo) - 1
-        return _columns([log_scaled[:, None], lam[:, None] / self.lam_max])
-
     def forward(self, features: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual."""
-        logits = self.head(self.body(torch.cat([features, self.lam_features(lam)], dim=1)))
+        x = torch.cat([features, lam_features(lam, self.lam_min, self.lam_max)], dim=1)
+        logits = self.head(self.body(x))
         return logits if anchor is None else logits + anchor
 
-    def numpy_logits(self, features: np.ndarray, lam: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`forward` in NumPy and in eval mode (no dropout), for float32 inputs. It reads the
-        parameters in place, without a copy, so it always sees the current weights."""
-        x = np.concatenate([features, self.lam_features(lam)], axis=1)
-        for layer in [*self.body, self.head]:
-            if isinstance(layer, nn.Linear):
-                x = x @ layer.weight.detach().numpy().T + layer.bias.detach().numpy()
-            elif isinstance(layer, nn.GELU):
-                x = gelu(x)
-            elif not isinstance(layer, nn.Dropout):  # the identity in eval mode
-                raise TypeError(f"numpy_logits does not know the layer {layer!r}")
-        return x if anchor is None else x + anchor
+    def weights(self) -> PolicyWeights:
+        """A copy of the current weights, for routing (the same function in eval mode)."""
+        linears = [m for m in self.body if isinstance(m, nn.Linear)]
+
+        def layer(linear: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+            return linear.weight.detach().numpy().copy(), linear.bias.detach().numpy().copy()
+
+        return PolicyWeights(tuple(layer(m) for m in linears), layer(self.head), self.lam_min, self.lam_max)

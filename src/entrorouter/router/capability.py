@@ -18,18 +18,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from entrorouter.numeric import gelu, sigmoid
 
-
-def as_float_tensor(x: np.ndarray) -> torch.Tensor:
-    """A float32, contiguous torch view (or copy) of ``x``."""
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -46,7 +42,7 @@ class FoldPlan:
 
     labels: np.ndarray
     n_folds: int
-    nets: dict[tuple[Any, ...], nn.Module] = field(default_factory=dict)
+    nets: dict[tuple[Any, ...], nn.Module] = field(default_factory=dict)  # torch modules (training)
 
     def subset(self, rows: np.ndarray) -> FoldPlan:
         return FoldPlan(self.labels[rows], self.n_folds, self.nets)
@@ -189,6 +185,10 @@ class KnnCapability(CapabilityEstimator):
     def _leave_one_out(self, prior: np.ndarray) -> np.ndarray:
         """``fit``'s estimates for the training rows, each without its own outcome. In torch: on
         thousands of rows its top-k was 5x faster than NumPy's partition (1024 x 10,000 sims)."""
+        import torch
+
+        from entrorouter.training.nets import as_float_tensor
+
         train = as_float_tensor(self.train_x)
         filled, observed = (torch.from_numpy(a) for a in self._neighbour_outcomes())
         k = min(self.k, len(train) - 1)
@@ -227,47 +227,9 @@ class KnnCapability(CapabilityEstimator):
 
 
 # --------------------------------------------------------------------- MLP
-class SuccessNet(nn.Module):
-    """Logits of P(model k solves q) for every k; ``hidden=0`` is a linear (logistic) model."""
-
-    def __init__(self, in_dim: int, n_models: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        if hidden:
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models)
-            )
-        else:
-            self.net = nn.Sequential(nn.Linear(in_dim, n_models))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def train_success_net(
-    net: nn.Module, x: np.ndarray, scores: np.ndarray, *, epochs: int, lr: float, weight_decay: float, seed: int
-) -> nn.Module:
-    """Masked binary cross-entropy on the observed outcomes (NaN scores are skipped)."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    xt, st = as_float_tensor(x), as_float_tensor(scores)
-    observed = ~torch.isnan(st)
-    target = torch.where(observed, st, torch.zeros_like(st))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
-    net.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(xt), generator=generator).split(256):
-            mask = observed[batch].float()
-            loss = (loss_fn(net(xt[batch]), target[batch]) * mask).sum() / mask.sum().clamp_min(1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return net.eval()
-
-
 class StackedSuccessNets:
-    """The mean prediction of several :class:`SuccessNet` of one shape, in one forward pass,
-    in NumPy (:mod:`entrorouter.numeric` says why).
+    """The mean prediction of several success nets of one shape, in one forward pass, in
+    NumPy (:mod:`entrorouter.numeric` says why).
 
     Routing one query through the bagged ensembles net by net took two dozen small torch
     calls, whose fixed overhead cost 0.4 of the 1.8 ms one query's routing took (a default
@@ -276,20 +238,17 @@ class StackedSuccessNets:
     net, up to float rounding.
     """
 
-    def __init__(self, nets: list[nn.Module]) -> None:
-        layers = [[m for m in net.modules() if isinstance(m, nn.Linear)] for net in nets]
-        self.n_nets = len(nets)
-        self.hidden = len(layers[0]) == 2
-
-        def array(t: torch.Tensor) -> np.ndarray:
-            return t.detach().numpy().copy()
-
-        first = [ls[0] for ls in layers]
-        self.w1 = array(torch.cat([f.weight for f in first]).T)  # (D, B·H)
-        self.b1 = array(torch.cat([f.bias for f in first]))
+    def __init__(self, states: list[dict[str, np.ndarray]]) -> None:
+        """``states``: each net's weights by their state-dict names (``net.0`` reads the input;
+        ``net.3``, when there is a hidden layer, writes the logits)."""
+        self.n_nets = len(states)
+        self.hidden = "net.3.weight" in states[0]
+        self.w1 = np.concatenate([s["net.0.weight"] for s in states]).T.copy()  # (D, B·H)
+        self.b1 = np.concatenate([s["net.0.bias"] for s in states])
         if self.hidden:
-            self.w2 = array(torch.stack([ls[1].weight.T for ls in layers]))  # (B, H, K)
-            self.b2 = array(torch.stack([ls[1].bias for ls in layers]).unsqueeze(1))  # (B, 1, K)
+            # (B, H, K), C order: the layout picks the BLAS kernel, and so the results' last bit.
+            self.w2 = np.ascontiguousarray(np.stack([s["net.3.weight"].T for s in states]))
+            self.b2 = np.stack([s["net.3.bias"] for s in states])[:, None, :]  # (B, 1, K)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = np.asarray(features, dtype=np.float32)
@@ -303,6 +262,8 @@ class MlpCapability(CapabilityEstimator):
 
     After :meth:`fit`, new queries get the mean prediction of the K fold models and the
     model trained on all rows: a bagged ensemble that comes for free with cross-fitting.
+    The nets train in torch (:mod:`entrorouter.training.nets`); the estimator keeps their
+    weights as arrays and predicts from those, so a loaded router never builds a net.
     """
 
     name = "mlp"
@@ -323,18 +284,41 @@ class MlpCapability(CapabilityEstimator):
 
     @property
     def nets(self) -> list[nn.Module]:
-        """The bagged nets (the final one first); assigning new ones drops their stacked copy."""
+        """The bagged nets as torch modules (the final one first): those trained, or rebuilt
+        from loaded weights on first use."""
+        if self._nets is None:
+            self._nets = [self._module(state) for state in self._states]
         return self._nets
 
     @nets.setter
     def nets(self, nets: list[nn.Module]) -> None:
         self._nets = nets
+        self._set_states([{k: v.detach().numpy().copy() for k, v in net.state_dict().items()} for net in nets])
+
+    def _set_states(self, states: list[dict[str, np.ndarray]]) -> None:
+        self._states = states  # what predict and tensors read
         self._stacked: StackedSuccessNets | None = None  # built on the first predict
 
     def make_net(self, in_dim: int, n_models: int) -> nn.Module:
+        from entrorouter.training.nets import SuccessNet
+
         return SuccessNet(in_dim, n_models, self.hidden, self.dropout)
 
+    def _module(self, state: dict[str, np.ndarray]) -> nn.Module:
+        import torch
+
+        # SuccessNet keys are "net.<layer>.weight|bias": the first layer reads the input,
+        # the last one writes one logit per model.
+        last_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
+        net = self.make_net(state["net.0.weight"].shape[1], state[last_bias].shape[0])
+        net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+        return net.eval()
+
     def _train(self, x: np.ndarray, scores: np.ndarray, seed: int) -> nn.Module:
+        import torch
+
+        from entrorouter.training.nets import train_success_net
+
         torch.manual_seed(seed)
         net = self.make_net(x.shape[1], scores.shape[1])
         return train_success_net(
@@ -369,30 +353,30 @@ class MlpCapability(CapabilityEstimator):
 
     @staticmethod
     def _apply(net: nn.Module, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        from entrorouter.training.nets import as_float_tensor
+
         with torch.no_grad():
             return torch.sigmoid(net(as_float_tensor(x))).numpy()
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        if self._stacked is None and all(type(net) is SuccessNet for net in self.nets):
-            self._stacked = StackedSuccessNets(self.nets)
-        if self._stacked is None:  # a subclass's own net (``make_net``): net by net
+        if type(self).make_net is not MlpCapability.make_net:  # a subclass's own net: net by net
             return np.mean([self._apply(net, features) for net in self.nets], axis=0)
+        if self._stacked is None:
+            self._stacked = StackedSuccessNets(self._states)
         return self._stacked.predict(features)
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return {f"{i}.{k}": v.detach().numpy() for i, net in enumerate(self.nets) for k, v in net.state_dict().items()}
+        return {f"{i}.{k}": v for i, state in enumerate(self._states) for k, v in state.items()}
 
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
-        nets: list[nn.Module] = []
-        for i in range(len({k.split(".", 1)[0] for k in tensors})):
-            state = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.split(".", 1)[0] == str(i)}
-            # SuccessNet keys are "net.<layer>.weight|bias": the first layer reads the input,
-            # the last one writes one logit per model.
-            last_bias = max((k for k in state if k.endswith(".bias")), key=lambda k: int(k.split(".")[1]))
-            net = self.make_net(state["net.0.weight"].shape[1], state[last_bias].shape[0])
-            net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
-            nets.append(net.eval())
-        self.nets = nets
+        states: dict[int, dict[str, np.ndarray]] = {}
+        for key, value in tensors.items():
+            index, name = key.split(".", 1)
+            states.setdefault(int(index), {})[name] = value
+        self._nets = None
+        self._set_states([states[i] for i in sorted(states)])
 
 
 class MeanCapability(CapabilityEstimator):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from entrorouter import __version__
 from entrorouter.data.atomic import atomic_path, write_text_atomic
@@ -30,7 +29,7 @@ from entrorouter.errors import EntroRouterError
 from entrorouter.features.cache import EmbeddingCache, key_array, text_key
 from entrorouter.features.encoders import Encoder, encoder_from_state
 from entrorouter.numeric import softmax
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
+from entrorouter.policy.weights import PolicyWeights, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
 from entrorouter.router.capability import CapabilityEstimator, FoldPlan, make_capability
 from entrorouter.router.config import TrainConfig
@@ -79,7 +78,7 @@ class Router:
         self.encoder: Encoder | None = None
         self.cost_predictor: CostPredictor | None = None
         self.capability: CapabilityEstimator | None = None
-        self.policy: RoutingPolicy | None = None
+        self.policy: PolicyWeights | None = None
         self.training_log: list[dict[str, Any]] = []
         self.trained_on: dict[str, Any] = {}
         self.default_lam: float = self.config.lam if self.config.lam is not None else 0.0
@@ -157,7 +156,7 @@ class Router:
             else None
         )
         x = policy_input(features, capability, cost, self.config.policy_input)
-        return softmax(self.policy.numpy_logits(x, lam32, anchor))
+        return softmax(self.policy.logits(x, lam32, anchor))
 
     def rank(
         self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0
@@ -279,7 +278,7 @@ class Router:
     def _tensors(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         parts = {
-            "policy": {k: v.detach().numpy() for k, v in self.policy.state_dict().items()},
+            "policy": self.policy.tensors(),
             "capability": self.capability.tensors(),
             "cost": self.cost_predictor.tensors(),
             "encoder": self.encoder.state()[1],
@@ -364,14 +363,21 @@ class Router:
         router.cost_predictor = CostPredictor.from_tensors(part("cost"))
         router.capability = capability_for(train_config)
         router.capability.load_tensors(part("capability"))
-        policy = policy_for(train_config, int(policy_meta["in_dim"]), len(models))
         try:
-            policy.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in part("policy").items()})
-        except RuntimeError as exc:
+            policy = PolicyWeights.from_tensors(
+                part("policy"), lam_min=train_config.lam_min, lam_max=train_config.lam_max
+            )
+        except ValueError as exc:
             raise EntroRouterError(f"{weights_path}: policy weights do not fit the policy ({exc})") from None
+        widths, expected_widths = [w.shape[0] for w, _ in policy.layers], [train_config.hidden] * train_config.n_layers
+        if widths != expected_widths or policy.in_dim != policy_meta["in_dim"]:
+            raise EntroRouterError(
+                f"{weights_path}: policy weights do not fit the policy (hidden widths {widths} reading "
+                f"{policy.in_dim} inputs; config.json says {expected_widths} reading {policy_meta['in_dim']})"
+            )
         if policy.n_models != len(models) or router.cost_predictor.intercept.shape != (len(models),):
             raise EntroRouterError(f"{weights_path}: weights are for a pool of another size than {len(models)} models")
-        router.policy = policy.eval()
+        router.policy = policy
         log_path = path / LOG_FILE
         if log_path.exists():
             router.training_log = [
@@ -389,17 +395,4 @@ def capability_for(config: TrainConfig) -> CapabilityEstimator:
         n_clusters=config.n_clusters,
         folds=config.capability_folds,
         seed=config.seed,
-    )
-
-
-def policy_for(config: TrainConfig, in_dim: int, n_models: int) -> RoutingPolicy:
-    """The (untrained) routing policy that ``config`` describes."""
-    return RoutingPolicy(
-        in_dim,
-        n_models,
-        hidden=config.hidden,
-        n_layers=config.n_layers,
-        dropout=config.dropout,
-        lam_min=config.lam_min,
-        lam_max=config.lam_max,
     )

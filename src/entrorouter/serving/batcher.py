@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -358,9 +359,10 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
     "strongest", "cost"})`` once,
     then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
     """
-    import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(torch_threads)
+    os.environ["OMP_NUM_THREADS"] = str(torch_threads)  # torch reads it if the encoder loads it
+    threadpool_limits(torch_threads)  # NumPy's BLAS, loaded already
     try:
         from entrorouter import Router
 

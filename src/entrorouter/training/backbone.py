@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.table import OutcomeTable
 from entrorouter.errors import ConfigError
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits
-from entrorouter.router.capability import KnnCapability, as_float_tensor
+from entrorouter.policy.mlp import RoutingPolicy
+from entrorouter.policy.weights import anchor_logits
+from entrorouter.router.capability import KnnCapability
 from entrorouter.router.config import TrainConfig
+from entrorouter.training.nets import as_float_tensor
 from entrorouter.training.trainer import RoutingData, entropy, kl, route_first_observed, soft_targets
 
 if TYPE_CHECKING:

@@ -29,13 +29,15 @@ from entrorouter.errors import EntroRouterError
 from entrorouter.evaluation.metrics import oracle_usage, realize, single_model_rankings
 from entrorouter.features.cache import EmbeddingCache, text_key
 from entrorouter.features.encoders import make_encoder
-from entrorouter.policy.mlp import policy_input_dim
+from entrorouter.policy.mlp import RoutingPolicy
+from entrorouter.policy.weights import policy_input_dim
 from entrorouter.router import Router
 from entrorouter.router.calibration import Calibration, lambda_grid
-from entrorouter.router.capability import FoldPlan, as_float_tensor
+from entrorouter.router.capability import FoldPlan
 from entrorouter.router.config import TrainConfig
-from entrorouter.router.model import capability_for, policy_for
+from entrorouter.router.model import capability_for
 from entrorouter.training.backbone import finetune_encoder
+from entrorouter.training.nets import as_float_tensor
 from entrorouter.training.trainer import RoutingData, Trainer
 
 
@@ -168,10 +170,10 @@ def fit_parts(
             cost_pred=as_float_tensor(cost_pred[rows]),
         )
 
-    router.policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
+    policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
     say(progress, "policy: Soft Supervision, then RL with the Soft Anchor")
     Trainer(
-        router.policy,
+        policy,
         c,
         routing_data(fit_rows),
         routing_data(val_rows),
@@ -181,6 +183,20 @@ def fit_parts(
         log=router.training_log.append,
         progress=progress,
     ).fit()
+    router.policy = policy.weights()
+
+
+def policy_for(config: TrainConfig, in_dim: int, n_models: int) -> RoutingPolicy:
+    """The (untrained) routing policy that ``config`` describes."""
+    return RoutingPolicy(
+        in_dim,
+        n_models,
+        hidden=config.hidden,
+        n_layers=config.n_layers,
+        dropout=config.dropout,
+        lam_min=config.lam_min,
+        lam_max=config.lam_max,
+    )
 
 
 def cross_fit_calibration(

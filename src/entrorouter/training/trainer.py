@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from entrorouter.evaluation.metrics import expert_suppression
-from entrorouter.policy.mlp import RoutingPolicy, anchor_logits, policy_input
+from entrorouter.policy.mlp import RoutingPolicy
+from entrorouter.policy.weights import anchor_logits, policy_input
 from entrorouter.router.config import TrainConfig
 
 LogFn = Callable[[dict[str, Any]], None]

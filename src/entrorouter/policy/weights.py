@@ -1,0 +1,112 @@
+"""The routing policy as routing runs it: its weights in NumPy, without torch.
+
+π_θ(k | q, λ) = softmax(anchor(q, λ) + f_θ(x(q), λ)), where f_θ is the MLP that
+:class:`entrorouter.policy.mlp.RoutingPolicy` trains in torch. A saved or trained router
+keeps f_θ as :class:`PolicyWeights` and computes it in NumPy: on one query torch's
+fixed cost per call made it several times slower (:mod:`entrorouter.numeric`), and a
+process that only routes does not import torch at all (a second of a fresh
+``entrorouter route``).
+
+The helpers below are shared with training, so they take NumPy arrays or torch tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from entrorouter.numeric import gelu
+
+
+def _columns(parts: list[Any]) -> Any:
+    """``parts`` side by side: NumPy arrays, or torch tensors (then torch is loaded already)."""
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts, axis=1)
+    import torch
+
+    return torch.cat(parts, dim=1)
+
+
+def anchor_logits(capability: Any, cost: Any, lam: Any, temperature: float) -> Any:
+    """Soft Anchor logits (â − λ·ĉ) / T_A for (n, K) estimates, (n, K) normalised costs, (n,) λ."""
+    return (capability - lam[:, None] * cost) / temperature
+
+
+def policy_input(features: Any, capability: Any, cost: Any, mode: str) -> Any:
+    """What f_θ reads (``mode``: "embedding", "estimates" or "embedding+estimates")."""
+    parts = {"embedding": [features], "estimates": [capability, cost]}
+    return _columns([t for name in mode.split("+") for t in parts[name]])
+
+
+def policy_input_dim(embedding_dim: int, n_models: int, mode: str) -> int:
+    return sum({"embedding": embedding_dim, "estimates": 2 * n_models}[name] for name in mode.split("+"))
+
+
+def lam_features(lam: Any, lam_min: float, lam_max: float) -> Any:
+    """(n, 2) for (n,) λ: λ on a log scale in about [-1, 1], and λ / lam_max."""
+    lo, hi = math.log(lam_min), math.log(lam_max + lam_min)
+    log = np.log(lam + lam_min) if isinstance(lam, np.ndarray) else (lam + lam_min).log()
+    return _columns([(2 * (log - lo) / (hi - lo) - 1)[:, None], lam[:, None] / lam_max])
+
+
+@dataclass(frozen=True)
+class PolicyWeights:
+    """f_θ's weights, float32: hidden layers (each Linear then GELU), then the head."""
+
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]  # (weight (out, in), bias (out,)) per hidden layer
+    head: tuple[np.ndarray, np.ndarray]  # (weight (K, in), bias (K,))
+    lam_min: float
+    lam_max: float
+
+    @property
+    def in_dim(self) -> int:
+        """Width of the policy input (without the two λ features)."""
+        first = self.layers[0][0] if self.layers else self.head[0]
+        return first.shape[1] - 2
+
+    @property
+    def n_models(self) -> int:
+        return self.head[0].shape[0]
+
+    def logits(self, x: np.ndarray, lam: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
+        """(n, K) logits for float32 ``x`` (:func:`policy_input`) and (n,) λ; ``anchor`` is added."""
+        h = np.concatenate([x, lam_features(lam, self.lam_min, self.lam_max)], axis=1)
+        for weight, bias in self.layers:
+            h = gelu(h @ weight.T + bias)
+        logits = h @ self.head[0].T + self.head[1]
+        return logits if anchor is None else logits + anchor
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The torch module's state-dict names (``body.<i>`` for Linear i of Linear, GELU,
+        Dropout blocks), so saved routers keep their format."""
+        out: dict[str, np.ndarray] = {}
+        for i, (weight, bias) in enumerate(self.layers):
+            out[f"body.{3 * i}.weight"], out[f"body.{3 * i}.bias"] = weight, bias
+        out["head.weight"], out["head.bias"] = self.head
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], *, lam_min: float, lam_max: float) -> PolicyWeights:
+        """From :meth:`tensors`' names; ValueError when they do not form one MLP."""
+        expected = {"head.weight", "head.bias"}
+        body = sorted(int(m[1]) for name in tensors if (m := re.fullmatch(r"body\.(\d+)\.weight", name)))
+        expected |= {f"body.{i}.{part}" for i in body for part in ("weight", "bias")}
+        if set(tensors) != expected or body != list(range(0, 3 * len(body), 3)):
+            raise ValueError(f"unexpected policy tensors {sorted(tensors)}")
+
+        def layer(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            weight, bias = (np.asarray(tensors[f"{prefix}.{p}"], dtype=np.float32) for p in ("weight", "bias"))
+            if weight.ndim != 2 or bias.shape != weight.shape[:1]:
+                raise ValueError(f"{prefix}: weight {list(weight.shape)} and bias {list(bias.shape)} do not match")
+            return weight, bias
+
+        layers = tuple(layer(f"body.{i}") for i in body)
+        head = layer("head")
+        for (w_in, _), (w_out, _) in zip((*layers, head), (*layers, head)[1:], strict=False):
+            if w_out.shape[1] != w_in.shape[0]:
+                raise ValueError(f"a layer of width {w_in.shape[0]} feeds one that reads {w_out.shape[1]}")
+        return cls(layers, head, lam_min, lam_max)
