@@ -45,9 +45,9 @@ def run_resplits(
 ) -> dict[str, Any]:
     """The study of the module doc; returns the resplits.json content.
 
-    With ``jobs`` > 1 that many worker processes run resplits side by side, one torch
-    thread each (a resplit is one long single-threaded job; the machine's cores are the
-    parallelism). Every resplit has its own seeds, so the results do not depend on ``jobs``.
+    With ``jobs`` > 1 that many worker processes run resplits side by side, one thread
+    each, torch's and NumPy's (a resplit is one long single-threaded job; the machine's
+    cores are the parallelism). Every resplit has its own seeds, so the results do not depend on ``jobs``.
     """
     say = progress or (lambda message: None)
     if jobs <= 1:
@@ -111,8 +111,10 @@ def _one_resplit(
 
 def _one_thread() -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # NumPy's BLAS too: routing maths run in NumPy
 
 
 def summarise(per_split: list[dict[str, dict[str, Any]]], target: float, delta: float) -> dict[str, Any]:
