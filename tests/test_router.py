@@ -114,6 +114,12 @@ def test_tensor_shape_mismatch_is_reported(tiny_router: Path, tmp_path: Path) ->
     save_file(tensors, str(path / "weights.safetensors"))
     with pytest.raises(EntroRouterError, match=r"'policy\.head\.bias' has shape \[3\]"):
         Router.load(path)
+    # Shapes that match config.json's list but not its policy settings.
+    config = json.loads((path / "config.json").read_text())
+    edit_config(path, train_config={**config["train_config"], "hidden": 7})
+    save_file(load_file(str(tiny_router / "weights.safetensors")), str(path / "weights.safetensors"))
+    with pytest.raises(EntroRouterError, match=r"policy weights do not fit the policy \(hidden widths"):
+        Router.load(path)
     (path / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(EntroRouterError, match="unreadable safetensors"):
         Router.load(path)

