@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -52,3 +53,15 @@ def test_libraries_with_their_own_pools_get_the_same_count_without_importing_tor
         "sys.exit(0 if (n, loaded, current_threads()) == (3, False, 2) else 1)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_a_worker_process_can_limit_every_pool() -> None:
+    """Router workers and resplit jobs: torch's threads and NumPy's BLAS, both capped."""
+    code = (
+        "import sys, numpy, torch; from threadpoolctl import threadpool_info; "
+        "from entrorouter.threads import limit_threads; limit_threads(1); "
+        "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']; "
+        "sys.exit(0 if torch.get_num_threads() == 1 and blas and set(blas) == {1} else 1)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 0

@@ -55,6 +55,19 @@ def apply_threads() -> int:
     return threads
 
 
+def limit_threads(threads: int) -> None:
+    """Use ``threads`` threads in this process from now on, in every pool: torch's (now if it
+    is loaded, else when it is imported), and NumPy's BLAS, which routing runs on (for worker
+    processes that each get a share of the cores)."""
+    from threadpoolctl import threadpool_limits
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def current_threads() -> int:
     """The threads torch uses, or would use once loaded (``OMP_NUM_THREADS``, as
     :func:`apply_threads` sets it, else :func:`chosen_threads`): for libraries with thread

@@ -31,6 +31,7 @@ from scipy import stats
 from entrorouter.data.splits import stratified_resplit
 from entrorouter.data.table import OutcomeTable
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
+from entrorouter.threads import limit_threads
 
 
 def run_resplits(
@@ -47,7 +48,8 @@ def run_resplits(
 
     With ``jobs`` > 1 that many worker processes run resplits side by side, one thread
     each, torch's and NumPy's (a resplit is one long single-threaded job; the machine's
-    cores are the parallelism). Every resplit has its own seeds, so the results do not depend on ``jobs``.
+    cores are the parallelism). Every resplit has its own seeds, so the results do not
+    depend on ``jobs``.
     """
     say = progress or (lambda message: None)
     if jobs <= 1:
@@ -59,7 +61,7 @@ def run_resplits(
         ]
     else:
         context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(1,)) as pool:
             futures = [pool.submit(_one_resplit, table, config, r, test_fraction, dataset) for r in range(n_resplits)]
             say(f"running {n_resplits} resplits, {jobs} at a time")
             for done, _ in enumerate(as_completed(futures), start=1):
@@ -107,14 +109,6 @@ def _one_resplit(
         }
         for name, res in bench.run_routers().items()
     }
-
-
-def _one_thread() -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    threadpool_limits(1)  # NumPy's BLAS too: routing maths run in NumPy
 
 
 def summarise(per_split: list[dict[str, dict[str, Any]]], target: float, delta: float) -> dict[str, Any]:

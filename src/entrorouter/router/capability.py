@@ -128,20 +128,19 @@ class KnnCapability(CapabilityEstimator):
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
         self._outcomes = None
-        observed = ~np.isnan(scores)
-        filled = np.where(observed, scores, 0.0).astype(np.float32)
+        filled, observed = self._neighbour_outcomes()
         self.global_sum = filled.sum(0)
-        self.global_count = observed.sum(0).astype(np.float32)
+        self.global_count = observed.sum(0)
         self.centroids = kmeans(self.train_x, self.n_clusters, self.seed)
         assign = self._assign(self.train_x)
         n_c = len(self.centroids)
         self.cluster_sum = np.zeros((n_c, scores.shape[1]), dtype=np.float32)
         self.cluster_count = np.zeros_like(self.cluster_sum)
         np.add.at(self.cluster_sum, assign, filled)
-        np.add.at(self.cluster_count, assign, observed.astype(np.float32))
+        np.add.at(self.cluster_count, assign, observed)
         # Leave-one-out: remove each training query's own outcome from its priors and
         # from its neighbour set.
-        prior = self._prior(assign, own_sum=filled, own_count=observed.astype(np.float32))
+        prior = self._prior(assign, own_sum=filled, own_count=observed)
         return self._leave_one_out(prior)
 
     def predict(self, features: np.ndarray) -> np.ndarray:

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
-import os
 import queue
 import threading
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from entrorouter.data.cost import CostPredictor
+from entrorouter.threads import limit_threads
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -359,10 +359,7 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
     "strongest", "cost"})`` once,
     then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
     """
-    from threadpoolctl import threadpool_limits
-
-    os.environ["OMP_NUM_THREADS"] = str(torch_threads)  # torch reads it if the encoder loads it
-    threadpool_limits(torch_threads)  # NumPy's BLAS, loaded already
+    limit_threads(torch_threads)  # the encoder's (torch or ONNX Runtime) and NumPy's
     try:
         from entrorouter import Router
 
