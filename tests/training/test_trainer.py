@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from entrorouter.router import Router
 from entrorouter.router.config import TrainConfig
+from entrorouter.training.fit import fit_parts
 
 from ..conftest import FAST
 
@@ -89,3 +91,17 @@ def test_larger_lambda_routes_cheaper(demo_table) -> None:
     cheap, costly = router.evaluate(test, lam=2.0), router.evaluate(test, lam=0.0)
     assert cheap["cost"] < costly["cost"]
     assert costly["accuracy"] > cheap["accuracy"]
+
+
+def test_training_without_a_log_skips_it_and_trains_the_same_weights(demo_table) -> None:
+    table = demo_table.split("train")
+    torch.manual_seed(0)  # the policy's initial weights come from torch's global generator
+    logged = fit(demo_table, seed=3)
+    unlogged = Router(logged.config)
+    unlogged.encoder = logged.encoder
+    features = logged.embed([str(q) for q in table.queries])
+    torch.manual_seed(0)
+    fit_parts(unlogged, table, features)  # no log: the cross-fitting's fold routers train like this
+    assert logged.training_log and not unlogged.training_log
+    for name, tensor in logged.policy.tensors().items():
+        np.testing.assert_array_equal(tensor, unlogged.policy.tensors()[name])

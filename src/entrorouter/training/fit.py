@@ -38,7 +38,7 @@ from entrorouter.router.config import TrainConfig
 from entrorouter.router.model import capability_for
 from entrorouter.training.backbone import finetune_encoder
 from entrorouter.training.nets import as_float_tensor
-from entrorouter.training.trainer import RoutingData, Trainer
+from entrorouter.training.trainer import LogFn, RoutingData, Trainer
 
 
 def say(progress: bool, message: str) -> None:
@@ -98,7 +98,7 @@ def fit_router(
     started = time.perf_counter()
     if c.calibration_folds and fold_plan is None:
         fold_plan = FoldPlan(stratified_folds(table, c.calibration_folds, c.seed), c.calibration_folds)
-    fit_parts(router, table, features, fold_plan, progress=progress)
+    fit_parts(router, table, features, fold_plan, progress=progress, log=router.training_log.append)
     router.trained_query_keys = frozenset(text_key(t) for t in texts)
     router.trained_on = {
         "table": table.name,
@@ -140,8 +140,12 @@ def fit_parts(
     fold_plan: FoldPlan | None = None,
     *,
     progress: bool = False,
+    log: LogFn | None = None,
 ) -> None:
     """Fit the cost predictor, the capability estimators and the policy of ``router`` (encoder already set).
+
+    ``log`` receives the policy's training log (none: not logged, and its per-step
+    validation diagnostics are skipped).
 
     A validation share of the rows (``val_fraction``) is held out from the policy's
     training for early stopping; the capability estimators learn from every row, and their
@@ -180,7 +184,7 @@ def fit_parts(
         model_names=router.models,
         default_lam=c.lam if c.lam is not None else 0.1,
         val_oracle_share=oracle_usage(table.subset(val_rows)),
-        log=router.training_log.append,
+        log=log,
         progress=progress,
     ).fit()
     router.policy = policy.weights()
