@@ -42,6 +42,7 @@ class RoutingContext:
     cost_scale: float  # C: mean cost of the strongest model on train
     seed: int = 0
     fold_plan: FoldPlan | None = None  # the benchmark's cross-fitting folds of these rows, to share fits
+    log_training: bool = True  # False: nobody reads this fit's training log (a cross-fitting fold)
 
     def predicted_cost(self, texts: Sequence[str]) -> np.ndarray:
         """(n, K) predicted cost / C."""

@@ -258,7 +258,9 @@ class EntroRouterBaseline(BenchmarkRouter):
         # The benchmark cross-fits every router itself, so the router's own calibration is
         # off; λ = 0.1 only sets where training logs its usage diagnostics.
         config = TrainConfig(**{"seed": ctx.seed, "lam": 0.1, **self.config_overrides, "calibration_folds": 0})
-        self.router = Router(config).fit(ctx.train, features=ctx.features, fold_plan=ctx.fold_plan)
+        self.router = Router(config).fit(
+            ctx.train, features=ctx.features, fold_plan=ctx.fold_plan, log_training=ctx.log_training
+        )
 
     @property
     def training_log(self) -> list[dict[str, Any]]:

@@ -216,7 +216,7 @@ class Benchmark:
         self.legacy_results: dict[str, dict[str, Any]] = {}  # old-protocol results, reused by the ablations
 
     # ------------------------------------------------------------ one router
-    def context(self, rows: np.ndarray) -> RoutingContext:
+    def context(self, rows: np.ndarray, *, log_training: bool = True) -> RoutingContext:
         """What a router is fitted with: the training rows ``rows`` (a boolean mask) only."""
         table = self.train.table.subset(rows)
         return RoutingContext(
@@ -226,6 +226,7 @@ class Benchmark:
             cost_scale=float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0,
             seed=self.config.seed,
             fold_plan=self.fold_plan.subset(rows),
+            log_training=log_training,
         )
 
     def sweep(self, router: BenchmarkRouter, split: Split) -> Sweep:
@@ -267,7 +268,7 @@ class Benchmark:
             held = self.folds == fold
             started = time.perf_counter()
             router = make()
-            router.fit(self.context(~held))
+            router.fit(self.context(~held, log_training=False))  # only fold 0's log is read (ablations)
             fit_seconds += time.perf_counter() - started
             out = self.sweep(router, self.train.subset(held))
             if out.knobs != knobs:

@@ -125,6 +125,7 @@ class Router:
         progress: bool = False,
         cache: EmbeddingCache | None = None,
         fold_plan: FoldPlan | None = None,
+        log_training: bool = True,
     ) -> Router:
         """Train on every row of ``table`` (see :func:`entrorouter.training.fit.fit_router`).
 
@@ -134,7 +135,15 @@ class Router:
         """
         from entrorouter.training.fit import fit_router
 
-        return fit_router(self, table, features=features, progress=progress, cache=cache, fold_plan=fold_plan)
+        return fit_router(
+            self,
+            table,
+            features=features,
+            progress=progress,
+            cache=cache,
+            fold_plan=fold_plan,
+            log_training=log_training,
+        )
 
     # ----------------------------------------------------------------- route
     def probabilities(self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None) -> np.ndarray:

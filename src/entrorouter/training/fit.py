@@ -69,12 +69,15 @@ def fit_router(
     progress: bool = False,
     cache: EmbeddingCache | None = None,
     fold_plan: FoldPlan | None = None,
+    log_training: bool = True,
 ) -> Router:
     """Train ``router`` on every row of ``table``; see the module doc.
 
     ``fold_plan``: cross-fitting folds of a caller that fits this table's subsets several
     times (the benchmark), so capability nets are shared between those fits; by default
     the calibration's own folds, or the estimators' own when there is no calibration.
+    ``log_training=False`` leaves ``router.training_log`` empty and skips the policy's
+    per-step validation diagnostics (the same weights, in less time).
     """
     c = router.config
     check_trainable(table)
@@ -83,13 +86,14 @@ def fit_router(
     router.encoder = make_encoder(c.encoder)
     router.encoder.fit(texts)
     router.training_log = []
+    log = router.training_log.append if log_training else None
     if getattr(router.encoder, "trainable", False):  # minilm-ft: fine-tuned end to end first
         if features is not None:
             raise EntroRouterError(f"fit fine-tunes the encoder {c.encoder}, so it embeds the queries itself")
         say(progress, f"fine-tuning the encoder {c.encoder}")
         # Only on the policy's training rows: its validation rows stay unseen, as without fine-tuning.
         policy_rows = ~validation_mask(table.n_queries, c)
-        finetune_encoder(router.encoder, table.subset(policy_rows), c, log=router.training_log.append)
+        finetune_encoder(router.encoder, table.subset(policy_rows), c, log=log)
     if features is None:
         features = router.embed(texts, progress=progress)
     elif features.shape[0] != table.n_queries:
@@ -98,7 +102,7 @@ def fit_router(
     started = time.perf_counter()
     if c.calibration_folds and fold_plan is None:
         fold_plan = FoldPlan(stratified_folds(table, c.calibration_folds, c.seed), c.calibration_folds)
-    fit_parts(router, table, features, fold_plan, progress=progress, log=router.training_log.append)
+    fit_parts(router, table, features, fold_plan, progress=progress, log=log)
     router.trained_query_keys = frozenset(text_key(t) for t in texts)
     router.trained_on = {
         "table": table.name,
