@@ -77,6 +77,10 @@ def test_benchmark_cli_writes_results_report_and_plots(routerbench_slice, tmp_pa
     from entrorouter.evaluation.benchmark import ABLATIONS
 
     assert set(results["ablations"]) == set(ABLATIONS)
+    # Logs that are read keep their training curve (the final fit's, fold 0's for the ablation
+    # row); the other folds' fits are not logged.
+    assert results["routers"]["entrorouter"]["training_curve"]
+    assert results["ablations"]["entrorouter"]["training_curve"]
     assert results["ablations"]["soft_sft_only"]["training_curve"]
     for name in ("report.md", "curves.png", "usage.png", "entropy.png"):
         assert (out / name).stat().st_size > 0

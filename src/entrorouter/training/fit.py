@@ -21,6 +21,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.splits import stratified_folds
@@ -195,16 +196,19 @@ def fit_parts(
 
 
 def policy_for(config: TrainConfig, in_dim: int, n_models: int) -> RoutingPolicy:
-    """The (untrained) routing policy that ``config`` describes."""
-    return RoutingPolicy(
-        in_dim,
-        n_models,
-        hidden=config.hidden,
-        n_layers=config.n_layers,
-        dropout=config.dropout,
-        lam_min=config.lam_min,
-        lam_max=config.lam_max,
-    )
+    """The (untrained) routing policy that ``config`` describes, its initial weights drawn from
+    ``config.seed``: not from whatever the process drew before, so one seed is one router."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return RoutingPolicy(
+            in_dim,
+            n_models,
+            hidden=config.hidden,
+            n_layers=config.n_layers,
+            dropout=config.dropout,
+            lam_min=config.lam_min,
+            lam_max=config.lam_max,
+        )
 
 
 def cross_fit_calibration(
