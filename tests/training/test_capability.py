@@ -108,3 +108,35 @@ def test_knn_predicts_from_the_k_nearest_training_queries() -> None:
     expected = (hits + 2.0 * prior) / (observed[nearest].sum(1) + 2.0)
     np.testing.assert_allclose(knn.predict(queries), expected, rtol=1e-5)
     np.testing.assert_allclose(knn.predict(queries[:1]), expected[:1], rtol=1e-5)  # alone as in a batch
+
+
+def test_knn_fit_final_predicts_as_fit_does() -> None:
+    x, s = clustered()
+    queries = clustered(20, seed=1)[0]
+    full = KnnCapability(k=10, prior_strength=1.0, n_clusters=2)
+    full.fit(x, s)
+    table_only = KnnCapability(k=10, prior_strength=1.0, n_clusters=2).fit_final(x, s)
+    np.testing.assert_array_equal(table_only.predict(queries), full.predict(queries))
+
+
+def test_a_net_is_trained_once_per_settings_rows_and_seed() -> None:
+    from entrorouter.router.capability import FoldPlan
+
+    x, s = clustered(120)
+    labels = np.arange(120) % 3
+    plan = FoldPlan(labels, 3)
+    settings = {"hidden": 8, "epochs": 3, "folds": 3, "seed": 5}
+    alone = MlpCapability(**settings).fit_final(x, s)  # no plan: trained here
+    first = MlpCapability(**settings).fit_final(x, s, plan)
+    assert len(plan.nets) == 1
+    second = MlpCapability(**settings).fit_final(x, s, plan)  # another router, same settings and rows
+    assert len(plan.nets) == 1 and second.nets[0] is first.nets[0]
+    np.testing.assert_array_equal(second.predict(x), alone.predict(x))
+    # The bagged estimator's net on every row has the same seed: shared; its fold nets are new.
+    MlpCapability(**settings).fit(x, s, plan)
+    assert len(plan.nets) == 1 + 3
+    # Other rows (fold 0 held out) or another seed: another net.
+    held = labels == 0
+    MlpCapability(**settings).fit_final(x[~held], s[~held], plan.subset(~held))
+    MlpCapability(**{**settings, "seed": 6}).fit_final(x, s, plan)
+    assert len(plan.nets) == 1 + 3 + 2

@@ -26,9 +26,9 @@ class SuccessPredictorRouter(BenchmarkRouter):
 
     def fit(self, ctx: RoutingContext) -> None:
         self.ctx = ctx
-        self.fit_predictor(ctx.features, ctx.train.scores, ctx.seed)
+        self.fit_predictor(ctx)
 
-    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
+    def fit_predictor(self, ctx: RoutingContext) -> None:
         raise NotImplementedError
 
     def predict_success(self, features: np.ndarray) -> np.ndarray:
@@ -47,9 +47,9 @@ class KnnRouter(SuccessPredictorRouter):
     name = "knn"
     description = "kNN success predictor (32 cosine neighbours, Beta prior towards cluster accuracy)"
 
-    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
-        self.knn = KnnCapability(k=32, prior_strength=4.0, n_clusters=16, seed=seed)
-        self.knn.fit(features, scores)
+    def fit_predictor(self, ctx: RoutingContext) -> None:
+        self.knn = KnnCapability(k=32, prior_strength=4.0, n_clusters=16, seed=ctx.seed)
+        self.knn.fit_final(ctx.features, ctx.train.scores)
 
     def predict_success(self, features: np.ndarray) -> np.ndarray:
         return self.knn.predict(features)
@@ -63,8 +63,8 @@ class _NetRouter(SuccessPredictorRouter):
     def make_predictor(self, seed: int) -> MlpCapability:
         return MlpCapability(seed=seed, **self.predictor_args)
 
-    def fit_predictor(self, features: np.ndarray, scores: np.ndarray, seed: int) -> None:
-        self.predictor = self.make_predictor(seed).fit_final(features, scores)
+    def fit_predictor(self, ctx: RoutingContext) -> None:
+        self.predictor = self.make_predictor(ctx.seed).fit_final(ctx.features, ctx.train.scores, ctx.fold_plan)
 
     def predict_success(self, features: np.ndarray) -> np.ndarray:
         return self.predictor.predict(features)
@@ -172,7 +172,7 @@ class ThresholdRouter(BenchmarkRouter):
         self.strong = int(np.argmax(stats["accuracy"].to_numpy()))
         self.weak = 1 - self.strong
         self.predictor = MlpCapability(seed=ctx.seed, **MlpRouter.predictor_args).fit_final(
-            ctx.features, ctx.train.scores
+            ctx.features, ctx.train.scores, ctx.fold_plan
         )
         self.train_margin = np.sort(self.margin(ctx.features))
 
@@ -221,7 +221,7 @@ class CascadeRouter(BenchmarkRouter):
                 best = stats["accuracy"].iloc[k]
         self.chain = np.array(chain)
         self.predictor = MlpCapability(seed=ctx.seed, **MlpRouter.predictor_args).fit_final(
-            ctx.features, ctx.train.scores
+            ctx.features, ctx.train.scores, ctx.fold_plan
         )
 
     def knobs(self) -> Sequence[float]:

@@ -125,6 +125,22 @@ class KnnCapability(CapabilityEstimator):
 
     def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
         # Leave-one-out needs no folds: every estimate already excludes its own outcome.
+        assign = self._fit_table(features, scores)
+        filled, observed = self._neighbour_outcomes()
+        # Leave-one-out: remove each training query's own outcome from its priors and
+        # from its neighbour set.
+        prior = self._prior(assign, own_sum=filled, own_count=observed)
+        return self._leave_one_out(prior)
+
+    def fit_final(self, features: np.ndarray, scores: np.ndarray) -> KnnCapability:
+        """Keep the table and its cluster priors only: what :meth:`predict` needs, without the
+        training rows' leave-one-out estimates (a router that only routes new queries)."""
+        self._fit_table(features, scores)
+        return self
+
+    def _fit_table(self, features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Store the neighbour table, cluster the queries and sum outcomes per cluster; returns
+        each training query's cluster."""
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
         self._outcomes = None
@@ -138,10 +154,7 @@ class KnnCapability(CapabilityEstimator):
         self.cluster_count = np.zeros_like(self.cluster_sum)
         np.add.at(self.cluster_sum, assign, filled)
         np.add.at(self.cluster_count, assign, observed)
-        # Leave-one-out: remove each training query's own outcome from its priors and
-        # from its neighbour set.
-        prior = self._prior(assign, own_sum=filled, own_count=observed)
-        return self._leave_one_out(prior)
+        return assign
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Estimates for new queries, in NumPy (:mod:`entrorouter.numeric` says why)."""
@@ -337,17 +350,32 @@ class MlpCapability(CapabilityEstimator):
         self.nets = [self._net(plan, plan.excluded, features, scores), *fold_nets]
         return oof
 
-    def _net(self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray) -> nn.Module:
-        """The net trained on every row of the table except ``excluded`` folds (memoised in ``plan``)."""
-        key = (type(self).__name__, self.hidden, self.dropout, self.epochs, self.lr, self.weight_decay, self.seed)
-        key += (tuple(sorted(excluded)),)
+    def _net(
+        self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray, *, bagged: bool = True
+    ) -> nn.Module:
+        """The net trained on every row of the table except ``excluded`` folds (memoised in ``plan``).
+
+        A net is fixed by its settings, its rows and its training seed, so that is its key.
+        A bagged net's seed depends on its folds; a single net (:meth:`fit_final`) has the
+        estimator's own seed, so every router with these settings gets the same one.
+        """
+        seed = self.seed + sum(1 << (f + 1) for f in excluded) if bagged else self.seed
+        key = (type(self).__name__, self.hidden, self.dropout, self.epochs, self.lr, self.weight_decay)
+        key += (tuple(sorted(excluded)), seed)
         if key not in plan.nets:
-            plan.nets[key] = self._train(x, scores, self.seed + sum(1 << (f + 1) for f in excluded))
+            plan.nets[key] = self._train(x, scores, seed)
         return plan.nets[key]
 
-    def fit_final(self, features: np.ndarray, scores: np.ndarray) -> MlpCapability:
-        """Train only the model on all rows (no out-of-fold estimates, no bagging)."""
-        self.nets = [self._train(features, scores, self.seed)]
+    def fit_final(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> MlpCapability:
+        """Train only the model on all rows (no out-of-fold estimates, no bagging).
+
+        With ``plan``, a net with the same settings already trained on the same rows (by
+        another router of a benchmark run) is reused: the same net, trained once.
+        """
+        if plan is None:
+            self.nets = [self._train(features, scores, self.seed)]
+        else:
+            self.nets = [self._net(plan, plan.excluded, features, scores, bagged=False)]
         return self
 
     @staticmethod
