@@ -35,8 +35,9 @@ class FoldPlan:
     ``labels`` are the table-wide fold labels of the rows being fitted (a subset keeps its
     rows' labels), so every fit cross-fits along the same folds. A success net trained on
     "every row except folds E" is then the same net whichever fit asks for it: ``nets``
-    memoises it by E (and the estimator's settings), so the K + 1 fits of a cross-fitted
-    calibration train 1 + K + K(K−1)/2 nets per estimator instead of (K + 1)², and no net
+    memoises it by E (with the estimator's settings and the net's seed), so the K + 1 fits
+    of a cross-fitted calibration train 1 + K + K(K−1)/2 nets per estimator instead of
+    (K + 1)², routers of one benchmark run that train the same net share it, and no net
     ever sees an excluded fold's outcome.
     """
 
@@ -124,11 +125,10 @@ class KnnCapability(CapabilityEstimator):
         self._outcomes: tuple[np.ndarray, np.ndarray] | None = None
 
     def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
-        # Leave-one-out needs no folds: every estimate already excludes its own outcome.
+        # Leave-one-out needs no folds: each training query's own outcome is removed from
+        # its prior and from its neighbour set.
         assign = self._fit_table(features, scores)
         filled, observed = self._neighbour_outcomes()
-        # Leave-one-out: remove each training query's own outcome from its priors and
-        # from its neighbour set.
         prior = self._prior(assign, own_sum=filled, own_count=observed)
         return self._leave_one_out(prior)
 

@@ -116,8 +116,8 @@ class Trainer:
 
     Without a ``log`` nothing is logged and the per-step validation diagnostics are not
     computed (a forward pass over the validation rows at every step: 40% of the policy's
-    training time in a profile of the benchmark); the trained weights are the same either
-    way. The cross-fitting's fold routers train this way: nobody reads their logs.
+    training time in a profile of one RouteLLM resplit); the trained weights are the same
+    either way. The cross-fitting's fold routers train this way: nobody reads their logs.
     """
 
     def __init__(
