@@ -48,10 +48,7 @@ def apply_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS") and not os.environ.get(THREADS_ENV):
         return int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else 1
     threads = chosen_threads()
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:  # already imported (a caller inside Python): tell it directly
-        torch.set_num_threads(threads)
+    _set_torch_threads(threads)
     return threads
 
 
@@ -61,11 +58,17 @@ def limit_threads(threads: int) -> None:
     processes that each get a share of the cores)."""
     from threadpoolctl import threadpool_limits
 
+    _set_torch_threads(threads)
+    threadpool_limits(threads)
+
+
+def _set_torch_threads(threads: int) -> None:
+    """``OMP_NUM_THREADS`` for a torch imported later (and for child processes), and torch
+    itself when a caller inside Python has imported it already."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-    threadpool_limits(threads)
 
 
 def current_threads() -> int:
