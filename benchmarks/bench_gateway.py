@@ -7,9 +7,11 @@ Everything runs on this machine over loopback, each server in its own process: t
 OpenAI-compatible backend (``entrorouter.testing.fake_backend``, answers at once), and in
 front of it (a) nothing (direct), (b) a bare uvicorn + httpx pass-through
 (``benchmarks/passthrough.py``: the floor for any Python gateway), (c) ``entrorouter serve``
-with the backend named, (d) the same gateway routing (``model: entrorouter``), and (e) the
-LiteLLM proxy, which does no routing, installed by this script into its own virtualenv
-(``--litellm-venv``; pip from PyPI, cost map read from the package: ``LITELLM_LOCAL_MODEL_COST_MAP``).
+with the backend named, (d) the same gateway routing (``model: entrorouter``), (d') a second
+gateway routing with ``routing.inline_max_ms: 0`` (every text goes to a router worker: what
+routing in the gateway process saves), and (e) the LiteLLM proxy, which does no routing,
+installed by this script into its own virtualenv (``--litellm-venv``; pip from PyPI, cost map
+read from the package: ``LITELLM_LOCAL_MODEL_COST_MAP``).
 The load generator is this process (httpx, asyncio). For each path:
 
 1. added latency at fixed rates (open loop: request *i* leaves at *t0 + i/rate* whatever
@@ -176,11 +178,13 @@ class Server:
         return tree_rss_mb(self.process.pid)
 
 
-def entrorouter_gateway(workdir: Path, router_dir: Path, backend_url: str, models: tuple[str, ...], workers: int):
+def entrorouter_gateway(
+    workdir: Path, router_dir: Path, backend_url: str, models: tuple[str, ...], workers: int, **routing: Any
+) -> Server:
     config = {
         "router": str(router_dir),
         "auth": {"api_key_envs": [KEY_ENV]},
-        "routing": {"router_workers": workers},
+        "routing": {"router_workers": workers, **routing},
         "backends": [{"name": m, "base_url": backend_url, "max_concurrency": 256} for m in models],
     }
     path = workdir / "gateway.yaml"
@@ -188,6 +192,23 @@ def entrorouter_gateway(workdir: Path, router_dir: Path, backend_url: str, model
     port = free_port()
     command = [sys.executable, "-m", "entrorouter.cli", "serve", "--config", str(path), "--port", str(port)]
     return Server("entrorouter", command, port, workdir, env={KEY_ENV: KEY})
+
+
+def routing_split(gateway_url: str) -> dict[str, float]:
+    """Texts routed so far, by where (``gateway``: in the gateway process, else a worker's name),
+    and the gateway process's mean milliseconds per text, from the gateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(httpx.get(f"{gateway_url}/metrics", timeout=10).text)
+    split: dict[str, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name in ("entrorouter_routing_batch_size_sum", "entrorouter_router_inference_seconds_sum"):
+                split[f"{sample.name}:{sample.labels['worker']}"] = sample.value
+    inline = split.get("entrorouter_routing_batch_size_sum:gateway", 0.0)
+    texts = sum(v for k, v in split.items() if k.startswith("entrorouter_routing_batch_size_sum:"))
+    seconds = split.get("entrorouter_router_inference_seconds_sum:gateway", 0.0)
+    return {"texts": texts, "inline": inline, "inline_ms": 1000 * seconds / inline if inline else float("nan")}
 
 
 def passthrough(workdir: Path, backend_url: str) -> Server:
@@ -393,6 +414,16 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
+def split_note(split: dict[str, float]) -> str:
+    if not split["inline"]:
+        return "The gateway process routed nothing itself: every routed request went to a worker."
+    return (
+        f"Of the {split['texts']:.0f} requests of the routed path's runs (fixed rates and max throughput), "
+        f"the gateway process routed {split['inline']:.0f} itself ({100 * split['inline'] / split['texts']:.0f} %, "
+        f"{split['inline_ms']:.2f} ms each on average; `routing.inline_max_in_flight`), the workers the rest."
+    )
+
+
 def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
     results: dict[str, PathResult] = data["paths"]
     direct = results["direct"]
@@ -438,7 +469,8 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         "- The machine is shared: a load average above the CPU count means other jobs competed for the same "
         "cores during the run, and every figure includes that contention (and the load generator, the backend "
         "and the gateway share the same cores).",
-        f"- Router: {data['router_note']}; the gateway runs {data['workers']} router workers.",
+        f"- Router: {data['router_note']}; the gateway runs {data['workers']} router workers. "
+        f"{split_note(data['routing_split'])}",
         f"- LiteLLM: {data['litellm_note']}",
         "",
         f"## Targets (rate {high:g} req/s)",
@@ -575,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                 for label, model in (("EntroRouter, backend named", models[0]), ("EntroRouter, routed", "entrorouter")):
                     paths[label] = measure(Target(label, url, model, auth), args.rates, args.rate_s, args.burst_s)
                     paths[label].rss_mb, paths[label].ready_s = gateway.rss_mb, gateway.ready_s
+                data["routing_split"] = routing_split(gateway.url)  # the named path routes nothing
                 data["sustained_rate"] = SUSTAINED_SHARE * paths["bare pass-through"].burst.rate
                 print(f"sustained routed {data['sustained_rate']:.0f}/s for {args.sustained_s:g} s...", flush=True)
                 routed = Target("routed", url, "entrorouter", auth)
@@ -584,6 +617,13 @@ def main(argv: list[str] | None = None) -> int:
                 data["stall"] = asyncio.run(
                     open_loop(routed, data["stall_rate"], args.stall_run_s, stall_pid=gateway.pid)
                 )
+            label = "EntroRouter, routed by the workers only"  # what routing in the gateway process saves
+            with entrorouter_gateway(
+                workdir, router_dir, fake.base_url, models, args.workers, inline_max_ms=0
+            ) as gateway:
+                target = Target(label, f"{gateway.url}/v1/chat/completions", "entrorouter", auth)
+                paths[label] = measure(target, args.rates, args.rate_s, args.burst_s)
+                paths[label].rss_mb, paths[label].ready_s = gateway.rss_mb, gateway.ready_s
             label = "LiteLLM proxy (no routing)"
             paths[label] = PathResult(note="did not run")
             if litellm is not None:

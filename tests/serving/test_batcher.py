@@ -88,6 +88,37 @@ def test_a_lone_request_does_not_wait_for_company(router_dir: Path) -> None:
         lone.close()
 
 
+def test_a_cheap_router_is_also_loaded_in_the_gateway_process_and_routes_as_the_workers_do(
+    router_dir: Path, router
+) -> None:
+    seen: list[tuple[str, int]] = []
+    here = RoutingBatcher(router_dir, inline_max_ms=1000, on_batch=lambda worker, n, waits, s: seen.append((worker, n)))
+    here.start()
+    try:
+        assert here.route_ms is not None and here.route_ms > 0
+        assert here.routes_here
+        for i, text in enumerate(TEXTS):
+            lam = i * 0.4
+            in_gateway = here.route_here(text, lam)
+            in_worker = run(here.route(text, lam))
+            assert in_gateway.ranking == in_worker.ranking == router.route([text], lam)[0].ranking
+            assert in_gateway.probabilities == pytest.approx(in_worker.probabilities, abs=1e-6)
+        assert seen.count(("gateway", 1)) == len(TEXTS) and seen.count(("0", 1)) == len(TEXTS)
+    finally:
+        here.close()
+
+
+def test_a_router_slower_than_the_inline_limit_stays_in_the_workers(router_dir: Path, batcher) -> None:
+    assert not batcher.routes_here  # inline_max_ms = 0, the batcher's default: never in the gateway
+    slow = RoutingBatcher(router_dir, inline_max_ms=1e-6)  # no router routes a text in a nanosecond
+    slow.start()
+    try:
+        assert not slow.routes_here
+        assert run(slow.route(TEXTS[0], 0.0)).model in slow.summary.models
+    finally:
+        slow.close()
+
+
 def test_a_failing_batch_fails_its_requests_and_routing_goes_on(batcher, router) -> None:
     async def main() -> None:
         with pytest.raises(RoutingError, match="λ must be a finite number"):

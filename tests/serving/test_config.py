@@ -76,6 +76,8 @@ def test_defaults_and_relative_router_path(tmp_path: Path) -> None:
         ({"routing": {"batch_max_wait_ms": True}}, "routing.batch_max_wait_ms: expected a number"),
         ({"routing": {"torch_threads": 0}}, "routing.torch_threads"),
         ({"routing": {"router_workers": 0}}, "routing.router_workers: expected an integer 1..64"),
+        ({"routing": {"inline_max_ms": -1}}, "routing.inline_max_ms: expected 0..1000 (milliseconds)"),
+        ({"routing": {"inline_max_in_flight": 0}}, "routing.inline_max_in_flight: expected an integer >= 1"),
         ({"server": {"port": 70000}}, "server.port"),
         ({"retry": []}, "retry: expected a mapping"),
         ({"circuit_breaker": {"failure_threshold": 0}}, "circuit_breaker.failure_threshold"),

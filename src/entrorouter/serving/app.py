@@ -6,9 +6,10 @@ starts the runtime parts (router process, HTTP clients) and stops them after uvi
 drained the in-flight requests.
 
 Concurrency: the request handlers, circuit breakers and counters live on the event loop's
-thread; the router lives only in the router worker processes (:mod:`.batcher`), reached
-through the batcher's queue, its collector threads and pipes. The gateway process never
-loads the router (nor torch): the workers report its pool and default λ.
+thread; the router lives in the router worker processes (:mod:`.batcher`), reached through
+the batcher's queue, its collector threads and pipes. A router cheap enough to run on the
+event loop (a static encoder) is also loaded in the gateway process, which routes a request
+itself while few are in flight; a costlier one (and torch) never is.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class Gateway:
             torch_threads=routing.torch_threads,
             max_batch_size=routing.batch_max_size,
             max_wait_s=routing.batch_max_wait_ms / 1000,
+            inline_max_ms=routing.inline_max_ms,
             on_batch=self._observe_batch,
             on_restart=lambda worker: self.metrics.router_restarts.labels(worker).inc(),
         )
@@ -154,7 +156,14 @@ class Gateway:
         )
         log.info(
             "gateway started",
-            extra={"fields": {"models": list(self.router.models), "default_lam": self.router.lam}},
+            extra={
+                "fields": {
+                    "models": list(self.router.models),
+                    "default_lam": self.router.lam,
+                    "route_ms": round(self.batcher.route_ms, 3),
+                    "routes_in_gateway": self.batcher.routes_here,
+                }
+            },
         )
 
     async def stop(self) -> None:
@@ -294,7 +303,10 @@ class Gateway:
             return Decision(chosen=chat.direct, candidates=(chat.direct,), max_attempts=1)
         assert self.batcher is not None and chat.lam is not None
         started = time.perf_counter()
-        result = await self.batcher.route(text, chat.lam)
+        if self.batcher.routes_here and self._in_flight <= self.config.routing.inline_max_in_flight:
+            result = self.batcher.route_here(text, chat.lam)
+        else:
+            result = await self.batcher.route(text, chat.lam)
         seconds = time.perf_counter() - started
         self.metrics.routing_seconds.observe(seconds)
         return Decision(

@@ -14,8 +14,19 @@ that finds a worker idle is routed at once, with no wait.
 Why processes and not threads: the encoder runs hundreds of small operations per batch and
 needs the GIL between them; a busy event loop in the same process holds the GIL for up to
 the interpreter's switch interval (5 ms) each time, which made a batch 3-4x slower under
-load. In its own process each worker has a core to itself. The gateway process itself
-never loads the router: the workers report its pool and default λ when they are ready.
+load. In its own process each worker has a core to itself. The workers report the router's pool
+and default λ when they are ready, and how long it takes to route one text.
+
+Why the gateway may also route itself: handing a text to a worker costs two process
+wake-ups and two thread hand-offs, and for a router with a static encoder that is about as
+much as routing the text. So when a worker times one text at or under ``inline_max_ms``
+(at start, once every worker is loaded), the gateway process loads its own copy and
+:meth:`RoutingBatcher.route_here` routes on the event loop, without the hop. The gateway
+uses it only while few requests are in flight; concurrent traffic still goes to the
+workers, whose batches route more texts per second than one event loop can beside its HTTP
+work. A router that costs more (a MiniLM forward pass) is never loaded in the gateway
+process: it would hold up every request on the event loop. ``benchmarks/results/gateway.md``
+measures both paths side by side.
 
 A worker that dies (killed for memory, say) is restarted by its collector; the requests of
 the batch it was routing go back to the queue once (another worker, or the restarted one,
@@ -36,10 +47,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entrorouter.data.cost import CostPredictor
 from entrorouter.threads import limit_threads
+
+if TYPE_CHECKING:
+    from entrorouter.router import Router
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -130,6 +144,18 @@ class _Worker:
             CostPredictor.from_tensors(detail["cost"]),
         )
 
+    def time_one_text(self) -> float:
+        """Milliseconds the worker takes to route one text (see :func:`_single_text_ms`)."""
+        assert self.conn is not None
+        try:
+            self.conn.send(TIME_ONE_TEXT)
+            status, detail = self.conn.recv()
+        except (EOFError, OSError):
+            raise RoutingError(f"router worker {self.name} exited while starting") from None
+        if status != "ok":
+            raise RoutingError(f"router worker {self.name} failed to start: {detail}")
+        return float(detail)
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
@@ -166,6 +192,7 @@ class RoutingBatcher:
         torch_threads: int = 1,
         max_batch_size: int = 32,
         max_wait_s: float = 0.002,
+        inline_max_ms: float = 0.0,
         start_timeout_s: float = 300.0,
         on_batch: BatchObserver | None = None,
         on_restart: Callable[[str], None] | None = None,
@@ -174,6 +201,7 @@ class RoutingBatcher:
         self.torch_threads = torch_threads
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.inline_max_ms = inline_max_ms
         self.start_timeout_s = start_timeout_s
         self._on_batch = on_batch
         self._on_restart = on_restart
@@ -181,11 +209,18 @@ class RoutingBatcher:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._closing = False
         self.summary: RouterSummary | None = None
+        self.route_ms: float | None = None  # one text's routing time, measured by a worker at start
+        self._local_router: Router | None = None  # the gateway's own copy, for route_here
 
     @property
     def pids(self) -> list[int | None]:
         """The worker processes' ids (for operators and tests), in worker order."""
         return [w.process.pid if w.process is not None else None for w in self._workers]
+
+    @property
+    def routes_here(self) -> bool:
+        """Whether :meth:`route_here` may be used: the router is cheap enough to run on the event loop."""
+        return self._local_router is not None
 
     @property
     def alive(self) -> bool:
@@ -200,11 +235,16 @@ class RoutingBatcher:
             worker.launch(self.router_dir, self.torch_threads)
         try:
             summaries = [worker.wait_ready(self.start_timeout_s) for worker in self._workers]
+            # Timed once every worker is loaded: while the others load, the cores are busy.
+            self.route_ms = self._workers[0].time_one_text()
         except RoutingError:
             for worker in self._workers:  # the others are still loading: no point waiting
                 worker.kill()
             raise
         self.summary = summaries[0]
+        if self.route_ms <= self.inline_max_ms:
+            limit_threads(self.torch_threads)  # as in a worker: NumPy's maths on the event loop's thread only
+            self._local_router = _load_router(self.router_dir)
         for worker in self._workers:
             worker.collecting = True
             worker.collector = threading.Thread(
@@ -233,6 +273,16 @@ class RoutingBatcher:
         if not self.alive:  # the last worker gave up while we queued: nobody else will answer
             self._fail_queued(RoutingError("no router worker is running"))
         return await future
+
+    def route_here(self, text: str, lam: float) -> Routed:
+        """The routing decision for ``text``, computed now in this process (see the module
+        docstring; only when :attr:`routes_here`). Reported to ``on_batch`` as worker "gateway"."""
+        assert self._local_router is not None
+        started = time.perf_counter()
+        result = self._local_router.route([text], [lam])[0]
+        if self._on_batch is not None:
+            self._on_batch("gateway", 1, [0.0], time.perf_counter() - started)
+        return Routed(result.model, result.ranking, result.probabilities)
 
     # ------------------------------------------------------------ collector threads
     def _collect_and_route(self, worker: _Worker) -> None:
@@ -352,19 +402,42 @@ def _deliver(pending: _Pending, *, result: Routed | None = None, exception: Exce
 
 
 # ------------------------------------------------------------------ router worker process
+#: The message that asks a worker how long routing one text takes.
+TIME_ONE_TEXT = "time one text"
+#: Distinct texts a worker routes one at a time to measure it.
+TIMING_TEXTS = tuple(f"How do I compute the area of a circle with radius {i} metres?" for i in range(15))
+
+
+def _load_router(router_dir: str | Path) -> Router:
+    """The saved router, loaded and warmed up (its encoder loaded now, not on the first request)."""
+    from entrorouter import Router
+
+    router = Router.load(router_dir)
+    router.route(["warm-up"])
+    return router
+
+
+def _single_text_ms(router: Router) -> float:
+    """Milliseconds to route one text alone (the work :meth:`RoutingBatcher.route_here` does): the
+    fastest of several, the router's own cost without the pauses that other processes cause."""
+    times = []
+    for text in TIMING_TEXTS * 3:
+        started = time.perf_counter()
+        router.route([text])
+        times.append((time.perf_counter() - started) * 1000)
+    return min(times)
+
+
 def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> None:
     """Load the router, say "ready", then route batches until the pipe says stop or closes.
 
-    Messages in: ``(texts, lams)`` or None (stop). Out: ``("ready", {"models", "lam", "calibration",
-    "strongest", "cost"})`` once,
-    then per batch ``("ok", [(model, ranking, probabilities), ...])`` or ``("error", message)``.
+    Messages in: ``(texts, lams)``, :data:`TIME_ONE_TEXT` or None (stop). Out: ``("ready",
+    {"models", "lam", "calibration", "strongest", "cost"})`` once, then per batch ``("ok",
+    [(model, ranking, probabilities), ...])`` or ``("error", message)``, per timing ``("ok", ms)``.
     """
     limit_threads(torch_threads)  # the encoder's (torch or ONNX Runtime) and NumPy's
     try:
-        from entrorouter import Router
-
-        router = Router.load(router_dir)
-        router.route(["warm-up"])  # loads the encoder now, not on the first request
+        router = _load_router(router_dir)
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -384,6 +457,9 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
             return
         if message is None:
             return
+        if message == TIME_ONE_TEXT:
+            conn.send(("ok", _single_text_ms(router)))
+            continue
         texts, lams = message
         try:
             results = router.route(texts, lams)

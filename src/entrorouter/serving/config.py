@@ -109,9 +109,13 @@ class RoutingConfig:
     batch_max_size: int = 32
     batch_max_wait_ms: float = 2.0
     torch_threads: int = 1
+    inline_max_ms: float = 2.0  # the gateway routes itself when one text takes at most this (0: never)
+    inline_max_in_flight: int = 4  # ... and at most this many requests are in flight (more: the workers)
 
     def __post_init__(self) -> None:
         _require(1 <= self.router_workers <= 64, "router_workers", "expected an integer 1..64")
+        _require(0 <= self.inline_max_ms <= 1000, "inline_max_ms", "expected 0..1000 (milliseconds)")
+        _require(self.inline_max_in_flight >= 1, "inline_max_in_flight", "expected an integer >= 1")
         _require(self.max_text_chars >= 1, "max_text_chars", "expected an integer >= 1")
         _require(self.batch_max_size >= 1, "batch_max_size", "expected an integer >= 1")
         _require(0 <= self.batch_max_wait_ms <= 1000, "batch_max_wait_ms", "expected 0..1000 (milliseconds)")

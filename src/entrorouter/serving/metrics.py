@@ -56,7 +56,7 @@ class GatewayMetrics:
         )
         self.routing_batch_size = Histogram(
             "entrorouter_routing_batch_size",
-            "Texts per router call (micro-batch size), by worker",
+            'Texts per router call (micro-batch size), by worker ("gateway": routed in the gateway process)',
             ["worker"],
             buckets=BATCH_BUCKETS,
             registry=r,
