@@ -14,8 +14,8 @@ that finds a worker idle is routed at once, with no wait.
 Why processes and not threads: the encoder runs hundreds of small operations per batch and
 needs the GIL between them; a busy event loop in the same process holds the GIL for up to
 the interpreter's switch interval (5 ms) each time, which made a batch 3-4x slower under
-load. In its own process each worker has a core to itself. The workers report the router's pool
-and default λ when they are ready, and how long it takes to route one text.
+load. In its own process each worker has a core to itself. The workers report the router's
+pool and default λ when they are ready; one of them then times routing one text.
 
 Why the gateway may also route itself: handing a text to a worker costs two process
 wake-ups and two thread hand-offs, and for a router with a static encoder that is about as
@@ -457,13 +457,13 @@ def _router_process(conn: Connection, router_dir: str, torch_threads: int) -> No
             return
         if message is None:
             return
-        if message == TIME_ONE_TEXT:
-            conn.send(("ok", _single_text_ms(router)))
-            continue
-        texts, lams = message
         try:
-            results = router.route(texts, lams)
+            if message == TIME_ONE_TEXT:
+                reply: Any = _single_text_ms(router)
+            else:
+                texts, lams = message
+                reply = [(r.model, r.ranking, r.probabilities) for r in router.route(texts, lams)]
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             continue
-        conn.send(("ok", [(r.model, r.ranking, r.probabilities) for r in results]))
+        conn.send(("ok", reply))
