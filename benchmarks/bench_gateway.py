@@ -195,20 +195,21 @@ def entrorouter_gateway(
 
 
 def routing_split(gateway_url: str) -> dict[str, float]:
-    """Texts routed so far, by where (``gateway``: in the gateway process, else a worker's name),
-    and the gateway process's mean milliseconds per text, from the gateway's /metrics."""
+    """From the gateway's /metrics: texts routed so far (``texts``), how many of them the
+    gateway process routed itself (``inline``) and its mean milliseconds per text (``inline_ms``)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    families = text_string_to_metric_families(httpx.get(f"{gateway_url}/metrics", timeout=10).text)
-    split: dict[str, float] = {}
-    for family in families:
+    texts_by_worker: dict[str, float] = {}
+    inline_seconds = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{gateway_url}/metrics", timeout=10).text):
         for sample in family.samples:
-            if sample.name in ("entrorouter_routing_batch_size_sum", "entrorouter_router_inference_seconds_sum"):
-                split[f"{sample.name}:{sample.labels['worker']}"] = sample.value
-    inline = split.get("entrorouter_routing_batch_size_sum:gateway", 0.0)
-    texts = sum(v for k, v in split.items() if k.startswith("entrorouter_routing_batch_size_sum:"))
-    seconds = split.get("entrorouter_router_inference_seconds_sum:gateway", 0.0)
-    return {"texts": texts, "inline": inline, "inline_ms": 1000 * seconds / inline if inline else float("nan")}
+            if sample.name == "entrorouter_routing_batch_size_sum":
+                texts_by_worker[sample.labels["worker"]] = sample.value
+            elif sample.name == "entrorouter_router_inference_seconds_sum" and sample.labels["worker"] == "gateway":
+                inline_seconds = sample.value
+    inline = texts_by_worker.get("gateway", 0.0)
+    inline_ms = 1000 * inline_seconds / inline if inline else float("nan")
+    return {"texts": sum(texts_by_worker.values()), "inline": inline, "inline_ms": inline_ms}
 
 
 def passthrough(workdir: Path, backend_url: str) -> Server:

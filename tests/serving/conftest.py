@@ -69,7 +69,7 @@ def gateway_config(router_dir: Path, base_url: str, **sections: Any) -> GatewayC
     """A validated config for the demo pool on ``base_url``; ``backend`` overrides every backend."""
     backend = {"timeout_s": 5, "connect_timeout_s": 1, "max_retries": 1, **sections.pop("backend", {})}
     # One worker process per test gateway, and every request routed by it: the tests of
-    # routing in the gateway process itself (test_batcher.py) turn that on.
+    # routing in the gateway process itself turn that on.
     sections["routing"] = {"router_workers": 1, "inline_max_ms": 0, **sections.get("routing", {})}
     raw = {
         "router": str(router_dir),

@@ -127,15 +127,7 @@ class _Worker:
 
     def wait_ready(self, timeout_s: float) -> RouterSummary:
         """The router's summary once the worker has loaded and warmed it; RoutingError otherwise."""
-        assert self.conn is not None and self.process is not None
-        try:
-            if not self.conn.poll(timeout_s):
-                raise RoutingError(f"router worker {self.name} did not start within {timeout_s:g} s")
-            status, detail = self.conn.recv()
-        except (EOFError, OSError):
-            raise RoutingError(f"router worker {self.name} exited while starting") from None
-        if status != "ready":
-            raise RoutingError(f"router worker {self.name} failed to start: {detail}")
+        detail = self._start_reply("ready", timeout_s)
         return RouterSummary(
             tuple(detail["models"]),
             float(detail["lam"]),
@@ -144,17 +136,26 @@ class _Worker:
             CostPredictor.from_tensors(detail["cost"]),
         )
 
-    def time_one_text(self) -> float:
+    def time_one_text(self, timeout_s: float) -> float:
         """Milliseconds the worker takes to route one text (see :func:`_single_text_ms`)."""
         assert self.conn is not None
-        try:
+        with contextlib.suppress(OSError):  # a dead worker shows as EOF in the reply
             self.conn.send(TIME_ONE_TEXT)
+        return float(self._start_reply("ok", timeout_s))
+
+    def _start_reply(self, expected_status: str, timeout_s: float) -> Any:
+        """The detail of the worker's next message, which must come within ``timeout_s`` with
+        ``expected_status``; RoutingError otherwise."""
+        assert self.conn is not None and self.process is not None
+        try:
+            if not self.conn.poll(timeout_s):
+                raise RoutingError(f"router worker {self.name} did not start within {timeout_s:g} s")
             status, detail = self.conn.recv()
         except (EOFError, OSError):
             raise RoutingError(f"router worker {self.name} exited while starting") from None
-        if status != "ok":
+        if status != expected_status:
             raise RoutingError(f"router worker {self.name} failed to start: {detail}")
-        return float(detail)
+        return detail
 
     @property
     def alive(self) -> bool:
@@ -236,7 +237,7 @@ class RoutingBatcher:
         try:
             summaries = [worker.wait_ready(self.start_timeout_s) for worker in self._workers]
             # Timed once every worker is loaded: while the others load, the cores are busy.
-            self.route_ms = self._workers[0].time_one_text()
+            self.route_ms = self._workers[0].time_one_text(self.start_timeout_s)
         except RoutingError:
             for worker in self._workers:  # the others are still loading: no point waiting
                 worker.kill()
