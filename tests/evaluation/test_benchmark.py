@@ -120,3 +120,28 @@ def test_threshold_router_only_for_two_models(data_dir: Path) -> None:
     costs = [c for c, _ in threshold["curve"]]
     # The sweep goes from (nearly) all-weak to all-strong.
     assert min(costs) < 0.2 * results["strongest_cost"] and max(costs) == pytest.approx(results["strongest_cost"])
+
+
+def test_datasets_side_by_side_give_the_figures_of_one_at_a_time(data_dir: Path, tmp_path: Path) -> None:
+    from entrorouter.evaluation.cli import run_fixed_splits
+
+    table = load_source("routerbench_subset", data_dir_path=data_dir)
+    rows = np.random.default_rng(1).permutation(table.n_queries)
+    tables = {"first": table.subset(rows[:500]), "second": table.subset(rows[500:800])}
+    bench_config = config(routers=["knn", "logistic", "mf"])
+    for jobs in (1, 2):
+        outs = {name: tmp_path / f"jobs{jobs}" / name for name in tables}
+        run_fixed_splits(tables, bench_config, outs, command="entrorouter benchmark", jobs=jobs)
+
+    def figures(path: Path) -> dict:
+        """results.json without its timings."""
+        return json.loads(
+            (path / "results.json").read_text(),
+            object_hook=lambda d: {k: v for k, v in d.items() if not k.endswith("seconds")},
+        )
+
+    for name in tables:
+        one_at_a_time, side_by_side = figures(tmp_path / "jobs1" / name), figures(tmp_path / "jobs2" / name)
+        assert one_at_a_time["dataset"] == name and one_at_a_time["n_test"] > 0
+        assert side_by_side == one_at_a_time
+        assert (tmp_path / "jobs2" / name / "report.md").stat().st_size > 0

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from entrorouter.cli import main
 from entrorouter.data.datasets import load_source
 from entrorouter.evaluation.benchmark import BenchmarkConfig
 from entrorouter.evaluation.resplits import render_resplits, run_resplits
@@ -35,9 +34,3 @@ def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
         assert row["violations"] == sum(r < config.target_retention for r in retained)
     report = render_resplits(study, command="entrorouter benchmark --resplits 2", seconds=1.0)
     assert "| knn |" in report and "| logistic |" in report
-
-
-def test_jobs_needs_resplits(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code = main(["benchmark", "--dataset", "routerbench_subset", "--out", str(tmp_path), "--jobs", "2"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "--resplits" in err
