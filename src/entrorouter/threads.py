@@ -24,24 +24,22 @@ def default_threads(cores: int, load_average: float) -> int:
 
 
 def chosen_threads() -> int:
-    """``ENTROROUTER_THREADS`` when set, else :func:`idle_cores`."""
+    """``ENTROROUTER_THREADS`` when set, else :func:`default_threads` for this machine now."""
     value = os.environ.get(THREADS_ENV)
     if value:
         if not value.isdigit() or int(value) < 1:
             raise EntroRouterError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
         return int(value)
-    return idle_cores()
-
-
-def idle_cores() -> int:
-    """:func:`default_threads` for this machine now: its cores this process may use, less
-    the 1-minute load average (1 where there is no load average: assume a shared machine)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]
-    except OSError:
+    except OSError:  # no load average on this platform: assume a shared machine
         return 1
-    return default_threads(cores, load)
+    return default_threads(usable_cores(), load)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def apply_threads() -> int:
