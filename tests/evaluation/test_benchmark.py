@@ -145,3 +145,15 @@ def test_datasets_side_by_side_give_the_figures_of_one_at_a_time(data_dir: Path,
         assert one_at_a_time["dataset"] == name and one_at_a_time["n_test"] > 0
         assert side_by_side == one_at_a_time
         assert (tmp_path / "jobs2" / name / "report.md").stat().st_size > 0
+
+
+@pytest.mark.parametrize("source", [["--dataset", "all"], ["--train", "train.csv", "--test", "test.csv"]])
+def test_an_unwritable_out_fails_before_any_work(
+    source: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrorouter.cli import main
+
+    (tmp_path / "a_file").write_text("not a folder")
+    code = main(["benchmark", *source, "--out", str(tmp_path / "a_file" / "reports")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--out" in err and "is a file, not a folder" in err

@@ -97,6 +97,7 @@ def embed_on_engine(tables: list, encoder_name: str, engine: str, ray_address: s
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from entrorouter.data.datasets import BENCHMARK_DATASETS, DATASETS, dataset_name, load_source
+    from entrorouter.data.io import check_output_location
     from entrorouter.evaluation.benchmark import BenchmarkConfig
     from entrorouter.router.config import TrainConfig
 
@@ -140,6 +141,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.train:
         if not args.test:
             raise EntroRouterError("--train needs --test")
+        check_output_location(args.out / "report.md", "--out")
         train, test = (
             load_source(args.train, data_dir_path=args.data_dir),
             load_source(args.test, data_dir_path=args.data_dir),
@@ -159,10 +161,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if name is None or name == "demo":
             raise EntroRouterError(f"unknown dataset {value!r}; expected one of {', '.join(DATASETS)} or all")
         names.append(name)
-    tables = {name: load_source(name, data_dir_path=args.data_dir) for name in dict.fromkeys(names)}
+    outs = {name: args.out / name if len(set(names)) > 1 else args.out for name in names}
+    for out in outs.values():  # before any work: a benchmark runs for minutes before it writes
+        check_output_location(out / "report.md", "--out")
+    tables = {name: load_source(name, data_dir_path=args.data_dir) for name in outs}
     if args.engine != "local":
         embed_on_engine(list(tables.values()), args.encoder, args.engine, args.ray_address)
-    outs = {name: args.out / name if len(tables) > 1 else args.out for name in tables}
     if args.resplits:
         for name, table in tables.items():
             run_resplit_study(table, config, args.resplits, outs[name], dataset=name, command=command, jobs=jobs)
