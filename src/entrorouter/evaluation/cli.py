@@ -183,10 +183,10 @@ def run_fixed_splits(tables: dict, config, outs: dict[str, Path], *, command: st
     one at a time, fits of a few thousand rows), which a second thread barely speeds up and,
     on a busy machine, slows down (:mod:`entrorouter.threads`); whole datasets on separate
     cores do not wait for each other. So the default is one job per core, whatever the
-    load: on 2 cores ``--dataset all --ablations`` took 14.7 min from a cold embedding
-    cache, against 25.9 min one dataset at a time. Every dataset's figures are the same as
-    when it runs alone on one thread (``ENTROROUTER_THREADS=1``): the same seeds, the same
-    arithmetic.
+    load; on 2 cores it nearly halves a cold ``--dataset all --ablations`` (the README's
+    time table). Every dataset's figures are the same as when it runs alone on one thread
+    (``ENTROROUTER_THREADS=1``): the same seeds, the same arithmetic. A failed dataset
+    cancels those not started; one already running finishes first.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
