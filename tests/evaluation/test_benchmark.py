@@ -157,3 +157,16 @@ def test_an_unwritable_out_fails_before_any_work(
     code = main(["benchmark", *source, "--out", str(tmp_path / "a_file" / "reports")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--out" in err and "is a file, not a folder" in err
+
+
+def test_an_unknown_router_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from entrorouter.cli import main
+
+    no_data = tmp_path / "no_data"  # had it loaded the datasets first, this would be the error
+    no_data.mkdir()
+    out = tmp_path / "reports"
+    args = ["--dataset", "all", "--routers", "knn,bogus", "--data-dir", str(no_data), "--out", str(out)]
+    code = main(["benchmark", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown router(s) ['bogus']" in err
+    assert not out.exists()

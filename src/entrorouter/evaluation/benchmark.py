@@ -108,6 +108,12 @@ class BenchmarkConfig:
     train_config: dict[str, Any] = field(default_factory=dict)
     """TrainConfig overrides for EntroRouter and its ablations."""
 
+    def __post_init__(self) -> None:
+        # Checked here, not when the routers run: that is after minutes of embedding.
+        unknown = [name for name in self.routers or () if name not in REGISTRY]
+        if unknown:
+            raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")
+
 
 @dataclass
 class Split:
@@ -401,11 +407,7 @@ class Benchmark:
 
     # ------------------------------------------------------------------- run
     def router_names(self) -> list[str]:
-        names = list(self.config.routers) if self.config.routers else [n for n, r in REGISTRY.items() if r.default]
-        unknown = [n for n in names if n not in REGISTRY]
-        if unknown:
-            raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")
-        return names
+        return list(self.config.routers) if self.config.routers else [n for n, r in REGISTRY.items() if r.default]
 
     def make_router(self, name: str, **overrides: Any) -> BenchmarkRouter:
         if name == "entrorouter":
