@@ -6,7 +6,8 @@
 Everything runs on this machine over loopback, each server in its own process: the fake
 OpenAI-compatible backend (``entrorouter.testing.fake_backend``, answers at once), and in
 front of it (a) nothing (direct), (b) a bare uvicorn + httpx pass-through
-(``benchmarks/passthrough.py``: the floor for any Python gateway), (c) ``entrorouter serve``
+(``benchmarks/passthrough.py``: the floor for any Python gateway) and (b') the same with
+aiohttp, the gateway's own client, as the client of the upstream call, (c) ``entrorouter serve``
 with the backend named, (d) the same gateway routing (``model: entrorouter``), (d') a second
 gateway routing with ``routing.inline_max_ms: 0`` (every text goes to a router worker: what
 routing in the gateway process saves), and (e) the LiteLLM proxy, which does no routing,
@@ -58,6 +59,9 @@ RESULTS = REPO / "benchmarks" / "results" / "gateway.md"
 LITELLM = "litellm[proxy]>=1.108,<1.109"  # the newest 1.108 whose extras resolve
 DEFAULT_LITELLM_VENV = Path.home() / ".cache" / "entrorouter" / "bench-litellm-venv"
 KEY_ENV, KEY = "ENTROROUTER_BENCH_KEY", "bench-client-key"
+# The gateway's own HTTP client as a bare pass-through: the floor for the named path (the
+# issue's reference pass-through, "bare pass-through", calls its backend through httpx).
+AIOHTTP_PASSTHROUGH = "bare pass-through, aiohttp client"
 LITELLM_KEY = "sk-bench-" + secrets.token_hex(16)  # per run, never logged
 START_TIMEOUT_S = 300  # a server's start on a busy machine (LiteLLM imports a lot)
 BURST_CONCURRENCY = 32
@@ -212,10 +216,10 @@ def routing_split(gateway_url: str) -> dict[str, float]:
     return {"texts": sum(texts_by_worker.values()), "inline": inline, "inline_ms": inline_ms}
 
 
-def passthrough(workdir: Path, backend_url: str) -> Server:
+def passthrough(workdir: Path, backend_url: str, client: str = "httpx") -> Server:
     port = free_port()
-    command = [sys.executable, str(REPO / "benchmarks" / "passthrough.py"), "--port", str(port)]
-    return Server("passthrough", [*command, "--upstream", backend_url], port, workdir, ready_path="/healthz")
+    command = [sys.executable, str(REPO / "benchmarks" / "passthrough.py"), "--port", str(port), "--client", client]
+    return Server(f"passthrough-{client}", [*command, "--upstream", backend_url], port, workdir, ready_path="/healthz")
 
 
 def install_litellm(venv: Path) -> Path:
@@ -598,10 +602,11 @@ def main(argv: list[str] | None = None) -> int:
             chat = f"{fake.base_url}/chat/completions"
             print("direct...", flush=True)
             paths["direct"] = measure(Target("direct", chat, models[0]), args.rates, args.rate_s, args.burst_s)
-            with passthrough(workdir, fake.base_url) as bare:
-                target = Target("bare pass-through", f"{bare.url}/v1/chat/completions", models[0])
-                paths[target.label] = measure(target, args.rates, args.rate_s, args.burst_s)
-                paths[target.label].rss_mb, paths[target.label].ready_s = bare.rss_mb, bare.ready_s
+            for client_name, label in (("httpx", "bare pass-through"), ("aiohttp", AIOHTTP_PASSTHROUGH)):
+                with passthrough(workdir, fake.base_url, client_name) as bare:
+                    target = Target(label, f"{bare.url}/v1/chat/completions", models[0])
+                    paths[label] = measure(target, args.rates, args.rate_s, args.burst_s)
+                    paths[label].rss_mb, paths[label].ready_s = bare.rss_mb, bare.ready_s
             with entrorouter_gateway(workdir, router_dir, fake.base_url, models, args.workers) as gateway:
                 auth = {"authorization": f"Bearer {KEY}"}
                 url = f"{gateway.url}/v1/chat/completions"

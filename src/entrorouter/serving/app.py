@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
@@ -42,7 +42,7 @@ from entrorouter.serving.config import ROUTER_MODEL, GatewayConfig
 from entrorouter.serving.dashboard import DashboardStats, dashboard_routes
 from entrorouter.serving.dispatch import Decision, Dispatcher, NoBackendAnswered, StreamStart
 from entrorouter.serving.metrics import GatewayMetrics
-from entrorouter.serving.upstream import RateLimited, Upstream, UpstreamRejected
+from entrorouter.serving.upstream import TRANSPORT_ERRORS, RateLimited, Upstream, UpstreamRejected
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -73,7 +73,7 @@ class Gateway:
         self.batcher: RoutingBatcher | None = None
         self.dispatcher: Dispatcher | None = None
         self.upstreams: dict[str, Upstream] = {}
-        self._probe_client: httpx.AsyncClient | None = None  # /readyz: never queued behind traffic
+        self._probe_session: aiohttp.ClientSession | None = None  # /readyz: never queued behind traffic
         self._in_flight = 0
         self._readiness: tuple[float, dict[str, Any]] | None = None
         self._target_lams: dict[float, float] = {}
@@ -135,7 +135,7 @@ class Gateway:
     async def start(self) -> None:
         if self.batcher is None:
             await asyncio.to_thread(self.start_router)
-        self._probe_client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0))
+        self._probe_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), trust_env=True)
         breaker = self.config.circuit_breaker
         for backend in self.config.backends:
             gauge = self.metrics.circuit_open.labels(backend.name)
@@ -169,8 +169,8 @@ class Gateway:
     async def stop(self) -> None:
         for upstream in self.upstreams.values():
             await upstream.aclose()
-        if self._probe_client is not None:
-            await self._probe_client.aclose()
+        if self._probe_session is not None:
+            await self._probe_session.close()
         if self.batcher is not None:
             await asyncio.to_thread(self.batcher.close)
         log.info("gateway stopped")
@@ -436,13 +436,13 @@ class Gateway:
 
     async def _reachable(self, upstream: Upstream) -> bool:
         """Whether the backend's server answers HTTP at all (any status: it is up)."""
-        assert self._probe_client is not None
+        assert self._probe_session is not None
+        timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT_S)
         try:
-            response = await self._probe_client.get(upstream.config.models_url, timeout=READINESS_PROBE_TIMEOUT_S)
-        except httpx.HTTPError:
+            async with self._probe_session.get(upstream.config.models_url, timeout=timeout):
+                return True
+        except TRANSPORT_ERRORS:
             return False
-        await response.aclose()
-        return True
 
 
 class RelayResponse(StreamingResponse):

@@ -21,13 +21,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
-from entrorouter.backends import BackendError, RetryPolicy, describe_error
+from entrorouter.backends import BackendError, RetryPolicy
 from entrorouter.serving.breaker import Permit
 from entrorouter.serving.metrics import GatewayMetrics
 from entrorouter.serving.sse import Event, data_event, encode, iter_events
-from entrorouter.serving.upstream import RateLimited, Upstream, UpstreamRejected, open_chat
+from entrorouter.serving.upstream import (
+    TRANSPORT_ERRORS,
+    RateLimited,
+    Upstream,
+    UpstreamRejected,
+    describe_failure,
+    open_chat,
+)
 
 log = logging.getLogger("entrorouter.serving")
 
@@ -68,8 +75,7 @@ class Call:
 
     def __init__(self, upstream: Upstream, permit: Permit, metrics: GatewayMetrics) -> None:
         self.upstream, self.permit, self.metrics = upstream, permit, metrics
-        self.shard = upstream.connections.take()
-        self.response: httpx.Response | None = None
+        self.response: aiohttp.ClientResponse | None = None
         self.events: AsyncIterator[Event] | None = None
         self.started = time.perf_counter()
         self._finished = False
@@ -90,9 +96,12 @@ class Call:
             if self.events is not None:
                 await self.events.aclose()  # type: ignore[attr-defined]  # an async generator
             if self.response is not None:
-                await self.response.aclose()
+                # A fully read answer's connection goes back to the pool; a cut one is closed.
+                if self.response.content.is_eof():
+                    self.response.release()
+                else:
+                    self.response.close()
         finally:
-            self.upstream.connections.give_back(self.shard)
             self.upstream.slots.release()
             self.metrics.upstream_seconds.labels(self.upstream.name).observe(time.perf_counter() - self.started)
 
@@ -136,7 +145,7 @@ class Dispatcher:
 
         async def read(call: Call, fallbacks: int) -> Completion:
             assert call.response is not None
-            raw = await call.response.aread()
+            raw = await call.response.read()
             try:
                 answer = json.loads(raw)
             except ValueError:
@@ -146,7 +155,7 @@ class Dispatcher:
             if answer.get("model") != call.upstream.name:  # the pool's name for the model that answered
                 answer["model"] = call.upstream.name
                 raw = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
-            return Completion(call.upstream.name, call.response.status_code, raw, fallbacks)
+            return Completion(call.upstream.name, call.response.status, raw, fallbacks)
 
         completion, call = await self._first_answer(decision, body, request_id, read)
         await call.finish(ok=True)
@@ -157,7 +166,7 @@ class Dispatcher:
 
         async def first_event(call: Call, fallbacks: int) -> StreamStart:
             assert call.response is not None
-            call.events = iter_events(call.response.aiter_bytes())
+            call.events = iter_events(call.response.content.iter_any())
             first = await anext(call.events, None)
             if first is None:
                 raise BadAnswer("the backend's stream ended before its first event")
@@ -185,9 +194,9 @@ class Dispatcher:
                     return
                 event = await anext(call.events, None)  # type: ignore[arg-type]
             raise TruncatedStream("the backend's stream ended without [DONE]")
-        except (httpx.HTTPError, TruncatedStream) as exc:
+        except (*TRANSPORT_ERRORS, TruncatedStream) as exc:
             ok, start.outcome = False, "interrupted"
-            reason = describe_error(exc)
+            reason = describe_failure(exc)
             self.metrics.errors.labels(chosen, "stream_interrupted").inc()
             log.warning("stream interrupted", extra={"fields": {"backend": start.backend, "reason": reason}})
             message = f"the backend {start.backend!r} failed mid-stream ({reason}); the answer is incomplete"
@@ -230,8 +239,7 @@ class Dispatcher:
             call = Call(upstream, permit, self.metrics)
             try:
                 call.response = await open_chat(
-                    upstream.connections.client(call.shard),
-                    upstream.config,
+                    upstream,
                     upstream.payload(body),
                     policy=self.policy,
                     request_id=request_id,
@@ -241,12 +249,12 @@ class Dispatcher:
             except UpstreamRejected:
                 await call.finish(ok=True)  # the backend works; the request was refused
                 raise
-            except (BackendError, BadAnswer, httpx.HTTPError) as exc:
+            except (BackendError, BadAnswer, *TRANSPORT_ERRORS) as exc:
                 if isinstance(exc, RateLimited) and decision.named:
                     await call.finish(ok=None)  # the client asked for this backend: it gets the 429
                     raise
                 await call.finish(ok=False)
-                reason = describe_error(exc)
+                reason = describe_failure(exc)
                 failures.append(f"{name}: {reason}")
                 log.warning(
                     "backend failed", extra={"fields": {"backend": name, "request_id": request_id, "reason": reason}}

@@ -27,21 +27,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from entrorouter.backends import (
     RETRYABLE_STATUS,
     BackendConfig,
     BackendError,
-    ClientShards,
     RetryPolicy,
-    describe_error,
     parse_retry_after,
 )
 from entrorouter.errors import ConfigError
 from entrorouter.serving.breaker import CircuitBreaker
 
 BACKEND_FAULT_STATUS = frozenset({401, 403, 404})
+
+#: What a failed call to a backend raises: a connection, protocol or payload error, or a timeout.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short, key-free description of a failed call (for logs and error bodies): a
+    transport failure is named by its type, since its text alone is often empty."""
+    text = str(exc)
+    if not isinstance(exc, TRANSPORT_ERRORS):
+        return text
+    name = type(exc).__name__ if isinstance(exc, aiohttp.ClientError) else "timeout"
+    return f"{name}: {text}" if text else name
 
 
 class UpstreamRejected(Exception):
@@ -64,22 +75,32 @@ class RateLimited(BackendError):
 class Upstream:
     """A configured backend with its circuit breaker, concurrency slots and connection pool.
 
-    Each backend has its own connections, sized to its ``max_concurrency`` and split into
-    small pools (:class:`ClientShards`). Create it on the event loop that uses it;
-    :meth:`aclose` closes the connections.
+    Each backend has its own aiohttp session, whose pool holds up to ``max_concurrency``
+    connections (the slots never let more calls in). aiohttp rather than httpx: a call costs
+    the gateway process about half the CPU, which is most of what the gateway adds to a
+    request (``benchmarks/bench_gateway.py`` measures both clients as pass-throughs). Create
+    it on the event loop that uses it; :meth:`aclose` closes the connections.
     """
 
     config: BackendConfig
     breaker: CircuitBreaker
     slots: asyncio.Semaphore = field(init=False)
-    connections: ClientShards = field(init=False)
+    session: aiohttp.ClientSession = field(init=False)
+    timeout: aiohttp.ClientTimeout = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.config.max_concurrency)
-        self.connections = ClientShards(self.config.max_concurrency)
+        connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, limit_per_host=0)
+        # trust_env: proxies and netrc from the environment, as every HTTP client of ours.
+        self.session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        # timeout_s bounds each wait for the backend (connect aside), not the whole answer,
+        # so a long stream that keeps sending is never cut.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.timeout_s
+        )
 
     async def aclose(self) -> None:
-        await self.connections.aclose()
+        await self.session.close()
 
     @property
     def name(self) -> str:
@@ -91,19 +112,19 @@ class Upstream:
 
 
 async def open_chat(
-    client: httpx.AsyncClient,
-    backend: BackendConfig,
+    upstream: Upstream,
     payload: bytes,
     *,
     policy: RetryPolicy,
     request_id: str,
     on_retry: Callable[[], None] | None = None,
-) -> httpx.Response:
-    """POST ``payload`` to the backend; the open 2xx response (the caller must close it).
+) -> aiohttp.ClientResponse:
+    """POST ``payload`` to the backend; the open 2xx response (the caller must release or close it).
 
     Raises :class:`BackendError` when every attempt failed and :class:`UpstreamRejected`
     for a 4xx that is the request's fault. ``on_retry()`` is called before each retry.
     """
+    backend = upstream.config
     try:
         headers = {**backend.headers(), "x-request-id": request_id}  # reads the key now
     except ConfigError as exc:  # its env var was unset after startup: this backend is unusable
@@ -111,17 +132,16 @@ async def open_chat(
     last: BackendError | None = None
     for attempt in range(1, backend.max_retries + 2):
         retry_after = None
-        request = client.build_request(
-            "POST", backend.chat_url, content=payload, headers=headers, timeout=backend.timeout()
-        )
         try:
-            response = await client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            last = BackendError(backend.name, describe_error(exc))
+            response = await upstream.session.post(
+                backend.chat_url, data=payload, headers=headers, timeout=upstream.timeout
+            )
+        except TRANSPORT_ERRORS as exc:
+            last = BackendError(backend.name, describe_failure(exc))
         else:
-            if response.status_code < 400:
+            if response.status < 400:
                 return response
-            status = response.status_code
+            status = response.status
             error = await _read_error(response)
             if status not in RETRYABLE_STATUS and status < 500 and status not in BACKEND_FAULT_STATUS:
                 raise UpstreamRejected(backend.name, status, error)
@@ -144,19 +164,19 @@ async def open_chat(
     raise last
 
 
-async def _read_error(response: httpx.Response) -> dict[str, Any]:
-    """The OpenAI-style ``error`` object of a failed response (read, then closed)."""
+async def _read_error(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The OpenAI-style ``error`` object of a failed response (read, then released)."""
     try:
-        body = await response.aread()
-    except httpx.HTTPError:
+        body = await response.read()
+    except TRANSPORT_ERRORS:
         body = b""
     finally:
-        await response.aclose()
+        response.release()
     try:
         error = json.loads(body).get("error")
     except (ValueError, AttributeError):
         error = None
     if not isinstance(error, dict):
-        return {"message": f"HTTP {response.status_code}", "type": "upstream_error", "param": None, "code": None}
+        return {"message": f"HTTP {response.status}", "type": "upstream_error", "param": None, "code": None}
     # Keep only the standard fields: nothing else from the backend reaches the client.
     return {key: error.get(key) for key in ("message", "type", "param", "code")}
