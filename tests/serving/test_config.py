@@ -165,3 +165,29 @@ def test_serve_cli_reports_a_router_that_cannot_route_in_one_line(router_dir: Pa
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "router worker 0 failed to start" in lines[0] and "no-model" in lines[0]
+
+
+def test_backend_calls_go_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read once per backend (not per call), honouring NO_PROXY, for http and https backends."""
+    import asyncio
+
+    from entrorouter.backends import BackendConfig
+    from entrorouter.serving.breaker import CircuitBreaker
+    from entrorouter.serving.upstream import Upstream
+
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+
+    async def proxies() -> list[str | None]:
+        urls = ("https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://models.internal/v1")
+        backends = [BackendConfig(name=f"m{i}", base_url=url, model="m") for i, url in enumerate(urls)]
+        upstreams = [Upstream(backend, CircuitBreaker(5, 30)) for backend in backends]
+        try:
+            return [upstream.proxy for upstream in upstreams]
+        finally:
+            for upstream in upstreams:
+                await upstream.aclose()
+
+    assert asyncio.run(proxies()) == ["http://proxy.internal:3128", None, None]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,14 @@ BACKEND_FAULT_STATUS = frozenset({401, 403, 404})
 
 #: What a failed call to a backend raises: a connection, protocol or payload error, or a timeout.
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy that the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``) names for ``url``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -88,11 +98,16 @@ class Upstream:
     session: aiohttp.ClientSession = field(init=False)
     timeout: aiohttp.ClientTimeout = field(init=False)
 
+    proxy: str | None = field(init=False)
+
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.config.max_concurrency)
         connector = aiohttp.TCPConnector(limit=self.config.max_concurrency, limit_per_host=0)
-        # trust_env: proxies and netrc from the environment, as every HTTP client of ours.
-        self.session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        # No cookie jar: one client's cookies must never ride on another's request. The
+        # environment's proxy is read once here: aiohttp's trust_env would look it (and
+        # ~/.netrc) up in a worker thread on every call, two thread hops per request.
+        self.session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        self.proxy = env_proxy(self.config.chat_url)
         # timeout_s bounds each wait for the backend (connect aside), not the whole answer,
         # so a long stream that keeps sending is never cut.
         self.timeout = aiohttp.ClientTimeout(
@@ -134,7 +149,7 @@ async def open_chat(
         retry_after = None
         try:
             response = await upstream.session.post(
-                backend.chat_url, data=payload, headers=headers, timeout=upstream.timeout
+                backend.chat_url, data=payload, headers=headers, timeout=upstream.timeout, proxy=upstream.proxy
             )
         except TRANSPORT_ERRORS as exc:
             last = BackendError(backend.name, describe_failure(exc))
