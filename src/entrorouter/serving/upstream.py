@@ -86,19 +86,18 @@ class Upstream:
     """A configured backend with its circuit breaker, concurrency slots and connection pool.
 
     Each backend has its own aiohttp session, whose pool holds up to ``max_concurrency``
-    connections (the slots never let more calls in). aiohttp rather than httpx: a call costs
-    the gateway process about half the CPU, which is most of what the gateway adds to a
-    request (``benchmarks/bench_gateway.py`` measures both clients as pass-throughs). Create
-    it on the event loop that uses it; :meth:`aclose` closes the connections.
+    connections (the slots never let more calls in). aiohttp rather than httpx: as a bare
+    pass-through it adds about half the latency and answers twice the requests per second
+    (``benchmarks/bench_gateway.py`` measures both). Create it on the event loop that uses
+    it; :meth:`aclose` closes the connections.
     """
 
     config: BackendConfig
     breaker: CircuitBreaker
     slots: asyncio.Semaphore = field(init=False)
     session: aiohttp.ClientSession = field(init=False)
-    timeout: aiohttp.ClientTimeout = field(init=False)
-
     proxy: str | None = field(init=False)
+    timeout: aiohttp.ClientTimeout = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.config.max_concurrency)
