@@ -309,11 +309,14 @@ def _safe_json(response: httpx.Response) -> Any:
         return response.text[:500]
 
 
-def describe_error(exc: Exception) -> str:
+def describe_error(
+    exc: BaseException, transport_errors: tuple[type[BaseException], ...] = (httpx.TransportError,)
+) -> str:
     """A short, key-free description of a failed call (for logs and error bodies): a network
-    failure is named by its type, since its text alone is often empty."""
+    failure (one of ``transport_errors``, httpx's by default) is named by its type, since its
+    text alone is often empty."""
     text = str(exc)
-    if not isinstance(exc, httpx.TransportError):
+    if not isinstance(exc, transport_errors):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

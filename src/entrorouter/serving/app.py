@@ -135,7 +135,7 @@ class Gateway:
     async def start(self) -> None:
         if self.batcher is None:
             await asyncio.to_thread(self.start_router)
-        self._probe_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True), trust_env=True)
+        self._probe_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
         breaker = self.config.circuit_breaker
         for backend in self.config.backends:
             gauge = self.metrics.circuit_open.labels(backend.name)
@@ -438,8 +438,8 @@ class Gateway:
         """Whether the backend's server answers HTTP at all (any status: it is up)."""
         assert self._probe_session is not None
         timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT_S)
-        try:
-            async with self._probe_session.get(upstream.config.models_url, timeout=timeout):
+        try:  # through the backend's proxy, as its calls go
+            async with self._probe_session.get(upstream.config.models_url, timeout=timeout, proxy=upstream.proxy):
                 return True
         except TRANSPORT_ERRORS:
             return False

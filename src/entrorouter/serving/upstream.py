@@ -36,6 +36,7 @@ from entrorouter.backends import (
     BackendConfig,
     BackendError,
     RetryPolicy,
+    describe_error,
     parse_retry_after,
 )
 from entrorouter.errors import ConfigError
@@ -56,13 +57,8 @@ def env_proxy(url: str) -> str | None:
 
 
 def describe_failure(exc: BaseException) -> str:
-    """A short, key-free description of a failed call (for logs and error bodies): a
-    transport failure is named by its type, since its text alone is often empty."""
-    text = str(exc)
-    if not isinstance(exc, TRANSPORT_ERRORS):
-        return text
-    name = type(exc).__name__ if isinstance(exc, aiohttp.ClientError) else "timeout"
-    return f"{name}: {text}" if text else name
+    """:func:`~entrorouter.backends.describe_error` for aiohttp's transport errors."""
+    return describe_error(exc, TRANSPORT_ERRORS)
 
 
 class UpstreamRejected(Exception):
