@@ -5,12 +5,14 @@ One Ray session (num_cpus=2) is shared by the module: starting Ray takes seconds
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +151,13 @@ def test_user_errors_are_one_line(tiny_router, queries, tmp_path, capsys, extra,
     argv = ["route", "--router", str(tiny_router), "--batch", str(queries), "--id-column", "qid", *extra]
     if "--batch needs --out" not in message:
         argv += ["--out", str(tmp_path / "o.parquet")]
-    assert main(argv) == 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert main(argv) == 2
+        gc.collect()
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert not [w.message for w in caught if issubclass(w.category, ResourceWarning)]  # the input file was closed
 
 
 def test_train_with_ray_engine(ray_session, demo_table, tmp_path, capsys):

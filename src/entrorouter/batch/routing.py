@@ -74,13 +74,14 @@ def read_chunks(path: Path, id_column: str, text_column: str, chunk_size: int) -
 
 def _csv_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     try:
-        reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=size)
-        first = 1
-        for frame in reader:
-            if first == 1:
-                _check_columns(frame.columns, path, id_col, text_col)
-            yield np.arange(first, first + len(frame)), frame
-            first += len(frame)
+        # As a context manager: a missing column (raised from the first chunk) closes the file too.
+        with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=size) as reader:
+            first = 1
+            for frame in reader:
+                if first == 1:
+                    _check_columns(frame.columns, path, id_col, text_col)
+                yield np.arange(first, first + len(frame)), frame
+                first += len(frame)
     except pd.errors.EmptyDataError:
         raise DataError("the file is empty", file=path) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
