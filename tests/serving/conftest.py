@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from entrorouter.serving.app import Gateway, create_app
+from entrorouter.serving.cli import server_settings
 from entrorouter.serving.config import GatewayConfig, parse_gateway_config
 from entrorouter.testing.fake_backend import FakeBackend
 
@@ -98,15 +99,7 @@ class RunningGateway:
         self._sock = tcp_socket()
         self.port = self._sock.getsockname()[1]
         self.server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(self.gateway),
-                loop="asyncio",
-                http="httptools",
-                lifespan="on",
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=config.server.drain_timeout_s,
-            )
+            uvicorn.Config(create_app(self.gateway), loop="asyncio", **server_settings(config))
         )
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 

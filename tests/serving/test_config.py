@@ -79,6 +79,7 @@ def test_defaults_and_relative_router_path(tmp_path: Path) -> None:
         ({"routing": {"inline_max_ms": -1}}, "routing.inline_max_ms: expected 0..1000 (milliseconds)"),
         ({"routing": {"inline_max_in_flight": 0}}, "routing.inline_max_in_flight: expected an integer >= 1"),
         ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"keep_alive_s": 0}}, "server.keep_alive_s: expected a number > 0"),
         ({"retry": []}, "retry: expected a mapping"),
         ({"circuit_breaker": {"failure_threshold": 0}}, "circuit_breaker.failure_threshold"),
         ({"fallback": {"max_backends": 0}}, "fallback.max_backends"),

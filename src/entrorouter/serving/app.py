@@ -47,7 +47,7 @@ from entrorouter.serving.upstream import TRANSPORT_ERRORS, RateLimited, Upstream
 log = logging.getLogger("entrorouter.serving")
 
 READINESS_CACHE_S = 1.0  # /readyz probes backends at most this often, whatever the poll rate
-READINESS_PROBE_TIMEOUT_S = 0.8  # under the 1 s default timeout of Kubernetes probes
+READINESS_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=0.8)  # under the 1 s default timeout of Kubernetes probes
 OVERLOADED_RETRY_AFTER_S = 1  # the pause a client refused at the concurrency limit is asked for
 CLIENT_LEFT_STATUS = 499  # logged (never sent) for a client gone before its answer
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -437,9 +437,10 @@ class Gateway:
     async def _reachable(self, upstream: Upstream) -> bool:
         """Whether the backend's server answers HTTP at all (any status: it is up)."""
         assert self._probe_session is not None
-        timeout = aiohttp.ClientTimeout(total=READINESS_PROBE_TIMEOUT_S)
         try:  # through the backend's proxy, as its calls go
-            async with self._probe_session.get(upstream.config.models_url, timeout=timeout, proxy=upstream.proxy):
+            async with self._probe_session.get(
+                upstream.config.models_url, timeout=READINESS_PROBE_TIMEOUT, proxy=upstream.proxy
+            ):
                 return True
         except TRANSPORT_ERRORS:
             return False

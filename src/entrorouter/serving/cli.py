@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from entrorouter.serving.config import GatewayConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,17 +43,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host or config.server.host,
             port=config.server.port if args.port is None else args.port,
             loop=_event_loop(),
-            http="httptools",
-            lifespan="on",
-            log_config=None,  # configure_logging already set JSON logs
-            access_log=False,  # the gateway logs each request itself, without bodies
-            timeout_graceful_shutdown=config.server.drain_timeout_s,
             backlog=4096,
+            **server_settings(config),
         )
     )
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal.
     server.run()
     return 0 if server.started else 1
+
+
+def server_settings(config: GatewayConfig) -> dict[str, Any]:
+    """The uvicorn settings of the gateway's HTTP server (the tests' in-thread server uses them too)."""
+    return {
+        "http": "httptools",
+        "lifespan": "on",
+        "log_config": None,  # configure_logging sets JSON logs
+        "access_log": False,  # the gateway logs each request itself, without bodies
+        "timeout_graceful_shutdown": config.server.drain_timeout_s,
+        "timeout_keep_alive": config.server.keep_alive_s,
+    }
 
 
 def _event_loop() -> str:

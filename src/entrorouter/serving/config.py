@@ -17,6 +17,7 @@ from typing import Any
 
 from entrorouter.backends import BackendConfig, RetryPolicy, load_yaml, parse_backends
 from entrorouter.errors import ConfigError
+from entrorouter.threads import usable_cores
 
 #: The model name clients send to have the router choose; ``ROUTER_MODEL:<λ>`` sets λ and
 #: ``ROUTER_MODEL@<target retention>`` (e.g. entrorouter@0.98) asks for a share of the strongest model.
@@ -39,15 +40,23 @@ def _require(condition: bool, name: str, message: str) -> None:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Where to listen and how long a shutdown waits for in-flight requests."""
+    """Where to listen, how long an idle client connection stays open, and how long a
+    shutdown waits for in-flight requests."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     drain_timeout_s: float = 30.0
+    keep_alive_s: float = 75.0
+    """How long an idle client connection is kept open. Longer than clients' own idle limit
+    (httpx and the openai SDK: 5 s) and load balancers' (60 s is common), so that the
+    client side closes an idle connection: when the gateway closes one just as a request
+    arrives on it, that request is lost to a connection reset (uvicorn's default, 5 s, was
+    equal to httpx's)."""
 
     def __post_init__(self) -> None:
         _require(0 <= self.port <= 65535, "port", "expected a port number 0..65535")
         _require(self.drain_timeout_s >= 0, "drain_timeout_s", "expected a number >= 0")
+        _require(self.keep_alive_s > 0, "keep_alive_s", "expected a number > 0")
 
 
 @dataclass(frozen=True)
@@ -95,17 +104,12 @@ class LimitsConfig:
         _require(self.backend_wait_s >= 0, "backend_wait_s", "expected a number >= 0")
 
 
-def _cores() -> int:
-    """The cores this process may run on (the default number of router workers)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @dataclass(frozen=True)
 class RoutingConfig:
     """What text is routed on, how many router worker processes route it, how it is micro-batched."""
 
     max_text_chars: int = 2000
-    router_workers: int = field(default_factory=_cores)
+    router_workers: int = field(default_factory=usable_cores)  # one per core
     batch_max_size: int = 32
     batch_max_wait_ms: float = 2.0
     torch_threads: int = 1
