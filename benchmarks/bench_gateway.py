@@ -10,7 +10,10 @@ front of it (a) nothing (direct), (b) a bare uvicorn + httpx pass-through
 aiohttp, the gateway's own client, as the client of the upstream call, (c) ``entrorouter serve``
 with the backend named, (d) the same gateway routing (``model: entrorouter``), (d') a second
 gateway routing with ``routing.inline_max_ms: 0`` (every text goes to a router worker: what
-routing in the gateway process saves), and (e) the LiteLLM proxy, which does no routing,
+routing in the gateway process saves), (d'') a gateway routing with the lean router (the
+same router without the kNN part of its capability ensemble, ``--lean-capability``: an
+opt-in that trades the quality ``results/encoder_quality_capability.md`` measures for
+routing time), and (e) the LiteLLM proxy, which does no routing,
 installed by this script into its own virtualenv (``--litellm-venv``; pip from PyPI, cost map
 read from the package: ``LITELLM_LOCAL_MODEL_COST_MAP``).
 The load generator is this process (httpx, asyncio). For each path:
@@ -19,6 +22,11 @@ The load generator is this process (httpx, asyncio). For each path:
    earlier ones do): p50/p99 of the path minus p50/p99 of direct calls at the same rate;
 2. max throughput: 32 requests kept in flight for a while, answered requests per second;
 3. memory: resident memory of the server and all its child processes, after the load.
+
+Why routing costs what it costs here: one routing decision timed back to back (the
+router's arrays stay in the CPU caches) and after a 10 ms pause (they do not: on a shared
+machine other work evicts them within milliseconds; a routed request at 100 req/s arrives
+10 ms after the last one), for each router.
 
 Then a sustained routed run (30 s at 75 % of the pass-through's max throughput), a stall
 run (20 s at 75 % of the routed path's own max throughput, the gateway paused for 1 s
@@ -65,6 +73,8 @@ AIOHTTP_PASSTHROUGH = "bare pass-through, aiohttp client"
 LITELLM_KEY = "sk-bench-" + secrets.token_hex(16)  # per run, never logged
 START_TIMEOUT_S = 300  # a server's start on a busy machine (LiteLLM imports a lot)
 BURST_CONCURRENCY = 32
+LEAN_CAPABILITY = "mlp+logistic"  # the default ensemble without its kNN part
+LEAN_ROUTED = "EntroRouter, routed, lean router"
 SUSTAINED_SHARE = 0.75  # of the pass-through's max throughput
 SUSTAINED_P99_MS = 1000.0
 STALL_AT_S, STALL_S = 5.0, 1.0  # the stall run: the gateway paused for 1 s, 5 s in
@@ -379,17 +389,41 @@ def fresh_route_wall_s(router_dir: Path) -> float:
     return time.perf_counter() - started
 
 
-def train_demo_router(out: Path, encoder: str) -> Path:
+def train_demo_router(out: Path, encoder: str, capability: str | None = None) -> Path:
     """A router that costs what a default one costs per query: the default capability
     ensemble (kNN over every training query, bagged MLP and logistic success predictors)
     on the quickstart's 4,000-query demo pool. Fewer training passes and no calibration
-    curve keep its training short; neither changes the work of routing one query."""
+    curve keep its training short; neither changes the work of routing one query.
+    ``capability``: another capability ensemble (default: the default one)."""
     from entrorouter import Router
     from entrorouter.data.demo import make_demo_table
     from entrorouter.router.config import TrainConfig
 
-    config = TrainConfig(encoder=encoder, sft_epochs=2, rl_iterations=4, calibration_folds=0, lam=0.1)
+    ensemble = {} if capability is None else {"capability": capability}
+    config = TrainConfig(encoder=encoder, sft_epochs=2, rl_iterations=4, calibration_folds=0, lam=0.1, **ensemble)
     return Router(config).fit(make_demo_table()).save(out)
+
+
+def single_route_ms(router_dir: Path, texts: int = 200, pause_s: float = 0.01) -> tuple[float, float]:
+    """Median milliseconds to route one text (as the gateway process does inline), back to back
+    and after a ``pause_s`` pause; in this process, with one thread, before any server starts."""
+    from entrorouter import Router
+    from entrorouter.threads import limit_threads
+
+    limit_threads(1)
+    router = Router.load(router_dir)
+    prompts = [f"Explain step by step how to solve problem number {i} of the set" for i in range(texts)]
+    router.route(prompts[:8])  # warm-up
+    medians = []
+    for pause in (0.0, pause_s):
+        times = []
+        for text in prompts:
+            time.sleep(pause)
+            started = time.perf_counter()
+            router.route([text])
+            times.append(time.perf_counter() - started)
+        medians.append(1000 * float(np.median(times)))
+    return medians[0], medians[1]
 
 
 # ------------------------------------------------------------------ report
@@ -447,6 +481,7 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
     high = max(rates)
     routed50, routed99 = added("EntroRouter, routed", high, 50), added("EntroRouter, routed", high, 99)
     named50, bare50 = added("EntroRouter, backend named", high, 50), added("bare pass-through", high, 50)
+    lean50, lean99 = added(LEAN_ROUTED, high, 50), added(LEAN_ROUTED, high, 99)
     sustained: Run = data["sustained"]
     sustained_rate = data["sustained_rate"]
     sustained99 = percentile(sustained.latencies_ms, 99)
@@ -476,6 +511,14 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         "and the gateway share the same cores).",
         f"- Router: {data['router_note']}; the gateway runs {data['workers']} router workers. "
         f"{split_note(data['routing_split'])}",
+        *(
+            [
+                f"- Lean router: the same, with the capability ensemble `{data['lean_capability']}`. "
+                f"{split_note(data['lean_routing_split'])}"
+            ]
+            if "lean_capability" in data
+            else []
+        ),
         f"- LiteLLM: {data['litellm_note']}",
         "",
         f"## Targets (rate {high:g} req/s)",
@@ -484,6 +527,15 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| routed, added latency p50 / p99 | {fmt(routed50)} / {fmt(routed99)} ms | ≤ 3 / ≤ 15 ms "
         f"| {verdict(routed50 <= 3 and routed99 <= 15)} |",
+        *(
+            [
+                f"| routed by the lean router (opt-in: `capability: {data['lean_capability']}`), added "
+                f"latency p50 / p99 | {fmt(lean50)} / {fmt(lean99)} ms | ≤ 3 / ≤ 15 ms "
+                f"| {verdict(lean50 <= 3 and lean99 <= 15)} |"
+            ]
+            if LEAN_ROUTED in results
+            else []
+        ),
         f"| routed, sustained {sustained_rate:.0f} req/s (75 % of the pass-through's max) for "
         f"{data['sustained_s']:g} s | {sustained.ok}/{sustained.sent} ok, {len(sustained.errors)} errors, "
         f"{sustained.rate:.0f} req/s, p99 {fmt(sustained99)} ms | no errors, p99 ≤ 1 s | {verdict(sustained_ok)} |",
@@ -542,6 +594,18 @@ def write_report(path: Path, command: str, data: dict[str, Any]) -> str:
         + (f" Sustained-run errors: {sorted(set(sustained.errors))}." if sustained.errors else "")
         + (f" Stall-run errors: {sorted(set(stall.errors))}." if stall.errors else ""),
         "",
+        "## Routing one text",
+        "",
+        "Median milliseconds of one routing decision, in the benchmark's process with one thread before any "
+        "server starts (the work the gateway process does for a routed request it routes itself). Back to back, "
+        "the router's arrays stay in the CPU caches; after a 10 ms pause (a request every 10 ms is 100 req/s) they "
+        "no longer do, and the decision waits for main memory. The second column is what a routed request pays "
+        "here.",
+        "",
+        "| router | back to back (ms) | after a 10 ms pause (ms) |",
+        "|---|---|---|",
+        *(f"| {name} | {fmt(hot)} | {fmt(cold)} |" for name, (hot, cold) in data["single_route_ms"].items()),
+        "",
     ]
     text = "\n".join(lines)
     write_text_atomic(path, text)
@@ -553,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--router", type=Path, help="a router directory (default: train one on the demo pool)")
     parser.add_argument("--encoder", default="minilm-onnx", help="encoder of the trained router (minilm-onnx)")
+    parser.add_argument(
+        "--lean-capability",
+        default=LEAN_CAPABILITY,
+        help=f"capability ensemble of the lean router's row ({LEAN_CAPABILITY}; 'none': no such row)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="router workers of the gateway (2)")
     parser.add_argument("--rates", type=float, nargs="+", default=[50, 100], help="fixed rates (50 100)")
     parser.add_argument("--rate-s", type=float, default=10, help="seconds per fixed rate (10)")
@@ -596,8 +665,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             data["router_note"] = f"`{router_dir}`"
+        routers = {"default": router_dir}
+        if args.lean_capability != "none" and args.router is None:
+            print(f"training the lean router ({args.lean_capability})...", flush=True)
+            routers["lean"] = train_demo_router(workdir / "lean-router", args.encoder, args.lean_capability)
+            data["lean_capability"] = args.lean_capability
         models = tuple(json.loads((router_dir / "config.json").read_text())["models"])
         data["route_wall_s"] = fresh_route_wall_s(router_dir)
+        data["single_route_ms"] = {name: single_route_ms(path) for name, path in routers.items()}
         with FakeBackend(dict.fromkeys(models, 0.7), subprocess=True, lifetime_s=3600) as fake:
             chat = f"{fake.base_url}/chat/completions"
             print("direct...", flush=True)
@@ -630,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
                 target = Target(label, f"{gateway.url}/v1/chat/completions", "entrorouter", auth)
                 paths[label] = measure(target, args.rates, args.rate_s, args.burst_s)
                 paths[label].rss_mb, paths[label].ready_s = gateway.rss_mb, gateway.ready_s
+            if "lean" in routers:
+                with entrorouter_gateway(workdir, routers["lean"], fake.base_url, models, args.workers) as gateway:
+                    target = Target(LEAN_ROUTED, f"{gateway.url}/v1/chat/completions", "entrorouter", auth)
+                    paths[LEAN_ROUTED] = measure(target, args.rates, args.rate_s, args.burst_s)
+                    paths[LEAN_ROUTED].rss_mb, paths[LEAN_ROUTED].ready_s = gateway.rss_mb, gateway.ready_s
+                    data["lean_routing_split"] = routing_split(gateway.url)
             label = "LiteLLM proxy (no routing)"
             paths[label] = PathResult(note="did not run")
             if litellm is not None:
