@@ -79,7 +79,11 @@ def _data_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _encoder_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", help="query encoder: minilm (default), minilm-full, hashed-tfidf or st:<folder>")
+    parser.add_argument(
+        "--encoder",
+        help="query encoder: minilm (default), minilm-full, minilm-onnx, minilm-static, minilm-ft, hashed-tfidf "
+        "or st:<folder>",
+    )
 
 
 def check_arguments(config: Any, out: Path) -> None:
