@@ -9,7 +9,7 @@ from torch import nn
 
 from entrorouter.numeric import erf, gelu, sigmoid, softmax
 from entrorouter.policy.mlp import RoutingPolicy
-from entrorouter.policy.weights import PolicyWeights, anchor_logits
+from entrorouter.policy.weights import PolicyEnsemble, PolicyWeights, anchor_logits
 
 
 def test_activations_match_torch() -> None:
@@ -53,3 +53,29 @@ def test_policy_weights_that_do_not_form_one_network_are_refused() -> None:
     ):
         with pytest.raises(ValueError):
             PolicyWeights.from_tensors(broken, lam_min=1e-3, lam_max=2.0)
+
+
+def test_a_policy_ensemble_averages_its_members_logits_and_saves_each() -> None:
+    torch.manual_seed(0)
+    members = []
+    for _ in range(3):
+        policy = RoutingPolicy(6, 3, hidden=8)
+        nn.init.normal_(policy.head.weight)
+        members.append(policy.weights())
+    ensemble = PolicyEnsemble(tuple(members))
+    rng = np.random.default_rng(1)
+    x, lam = rng.standard_normal((5, 6)).astype(np.float32), np.full(5, 0.1, dtype=np.float32)
+    anchor = rng.standard_normal((5, 3)).astype(np.float32)
+    expected = np.mean([m.logits(x, lam) for m in members], axis=0) + anchor
+    np.testing.assert_allclose(ensemble.logits(x, lam, anchor), expected, rtol=1e-6)
+    # One member computes exactly as the lone policy.
+    np.testing.assert_array_equal(PolicyEnsemble(members[:1]).logits(x, lam, anchor), members[0].logits(x, lam, anchor))
+    tensors = ensemble.tensors()
+    again = PolicyEnsemble.from_tensors(tensors, lam_min=1e-3, lam_max=2.0)
+    np.testing.assert_array_equal(again.logits(x, lam, anchor), ensemble.logits(x, lam, anchor))
+    no_member_1 = {k: v for k, v in tensors.items() if not k.startswith("1.")}
+    with pytest.raises(ValueError, match=r"members 0\.\.M-1"):
+        PolicyEnsemble.from_tensors(no_member_1, lam_min=1e-3, lam_max=2.0)
+    wider = RoutingPolicy(6, 3, hidden=16).weights().tensors()
+    with pytest.raises(ValueError, match="different shapes"):
+        PolicyEnsemble.from_tensors({**tensors, **{f"1.{k}": v for k, v in wider.items()}}, lam_min=1e-3, lam_max=2.0)

@@ -107,18 +107,41 @@ def test_load_errors(tiny_router: Path, tmp_path: Path) -> None:
         Router.load(path)
 
 
+def test_a_router_of_format_version_2_loads_its_lone_policy_as_member_0(
+    tiny_router: Path, demo_table, tmp_path: Path
+) -> None:
+    path = broken_copy(tiny_router, tmp_path)
+    old_name = {name: name.replace("policy.0.", "policy.", 1) for name in load_file(str(path / "weights.safetensors"))}
+    save_file(
+        {old_name[k]: v for k, v in load_file(str(path / "weights.safetensors")).items()},
+        str(path / "weights.safetensors"),
+    )
+    config = json.loads((path / "config.json").read_text())
+    edit_config(path, format_version=2, tensors={old_name[k]: v for k, v in config["tensors"].items()})
+    assert "policy.head.bias" in json.loads((path / "config.json").read_text())["tensors"]
+    queries = list(demo_table.split("test").queries[:20])
+    assert [r.model for r in Router.load(path).route(queries)] == [
+        r.model for r in Router.load(tiny_router).route(queries)
+    ]
+
+
 def test_tensor_shape_mismatch_is_reported(tiny_router: Path, tmp_path: Path) -> None:
     path = broken_copy(tiny_router, tmp_path)
     tensors = load_file(str(path / "weights.safetensors"))
-    tensors["policy.head.bias"] = np.zeros(3, dtype=np.float32)
+    tensors["policy.0.head.bias"] = np.zeros(3, dtype=np.float32)
     save_file(tensors, str(path / "weights.safetensors"))
-    with pytest.raises(EntroRouterError, match=r"'policy\.head\.bias' has shape \[3\]"):
+    with pytest.raises(EntroRouterError, match=r"'policy\.0\.head\.bias' has shape \[3\]"):
         Router.load(path)
     # Shapes that match config.json's list but not its policy settings.
     config = json.loads((path / "config.json").read_text())
     edit_config(path, train_config={**config["train_config"], "hidden": 7})
     save_file(load_file(str(tiny_router / "weights.safetensors")), str(path / "weights.safetensors"))
-    with pytest.raises(EntroRouterError, match=r"policy weights do not fit the policy \(hidden widths"):
+    with pytest.raises(
+        EntroRouterError, match=r"policy weights do not fit the policy \(1 member\(s\) of hidden widths"
+    ):
+        Router.load(path)
+    edit_config(path, train_config={**config["train_config"], "policy_seeds": 2})
+    with pytest.raises(EntroRouterError, match=r"config.json says 2 of \[64, 64\]"):
         Router.load(path)
     (path / "weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(EntroRouterError, match="unreadable safetensors"):

@@ -56,7 +56,7 @@ def test_training_is_deterministic(demo_table) -> None:
     for name, tensor in a.policy.tensors().items():
         np.testing.assert_array_equal(tensor, b.policy.tensors()[name])
     c = fit(demo_table, seed=8)
-    assert not np.array_equal(a.policy.tensors()["body.0.weight"], c.policy.tensors()["body.0.weight"])
+    assert not np.array_equal(a.policy.tensors()["0.body.0.weight"], c.policy.tensors()["0.body.0.weight"])
 
 
 @pytest.mark.parametrize("estimator", ["exact", "grpo", "rloo"])
@@ -109,3 +109,20 @@ def test_training_without_a_log_skips_it_and_trains_the_same_weights(demo_table)
     assert logged.training_log and not unlogged.training_log
     for name, tensor in logged.policy.tensors().items():
         np.testing.assert_array_equal(tensor, unlogged.policy.tensors()[name])
+
+
+def test_policy_seeds_train_members_whose_mean_routes(demo_table) -> None:
+    lone, pair = fit(demo_table, seed=5), fit(demo_table, seed=5, policy_seeds=2)
+    first, second = pair.policy.members
+    # Member 0 is the lone policy of the same seed; member 1 is another policy (seed + 1000).
+    for name, tensor in lone.policy.members[0].tensors().items():
+        np.testing.assert_array_equal(tensor, first.tensors()[name])
+    assert not np.array_equal(first.tensors()["body.0.weight"], second.tensors()["body.0.weight"])
+    texts = list(demo_table.split("test").queries[:50])
+    inputs = pair.inputs(pair.embed(texts), texts)
+    lam = np.full(len(texts), 0.1, dtype=np.float32)
+    x = np.concatenate([inputs.features, inputs.capability, inputs.cost], axis=1).astype(np.float32)
+    np.testing.assert_allclose(
+        pair.policy.logits(x, lam), (first.logits(x, lam) + second.logits(x, lam)) / 2, rtol=1e-6, atol=1e-6
+    )
+    assert {r["stage"] for r in pair.training_log if "event" not in r} == {"sft", "rl"}  # member 0's log

@@ -79,6 +79,11 @@ class TrainConfig:
     anchor_residual: bool = True
     """Parameterise the policy around the anchor: logits = anchor logits + f_θ(q, λ), so
     training starts at the anchor and learns corrections."""
+    policy_seeds: int = 1
+    """Policies trained, from seeds seed, seed + 1000, seed + 2000, …, each with its own
+    early-stopping split; routing averages their logits, which damps the seed-to-seed drift
+    of a policy's trade-off at that many times its training and routing time (a small,
+    mixed gain on validation: ``benchmarks/results/policy_seeds.md``)."""
 
     # --- stage 1: supervision
     init: str = "soft"
@@ -171,7 +176,7 @@ class TrainConfig:
         ):
             need(getattr(self, name) > 0, name, "a number > 0")
         need(self.batch_size is None or self.batch_size >= 1, "batch_size", "None or an integer >= 1")
-        for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters", "calibration_points"):
+        for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters", "calibration_points", "policy_seeds"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")
         need(self.capability_folds >= 2, "capability_folds", "an integer >= 2")
         need(0 <= self.smoothing < 1, "smoothing", "a number in [0, 1)")

@@ -29,7 +29,7 @@ from entrorouter.errors import EntroRouterError
 from entrorouter.features.cache import EmbeddingCache, key_array, text_key
 from entrorouter.features.encoders import Encoder, encoder_from_state
 from entrorouter.numeric import softmax
-from entrorouter.policy.weights import PolicyWeights, anchor_logits, policy_input
+from entrorouter.policy.weights import PolicyEnsemble, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
 from entrorouter.router.capability import CapabilityEstimator, FoldPlan, make_capability
 from entrorouter.router.config import TrainConfig
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from entrorouter.data.table import OutcomeTable
 
 FORMAT = "entrorouter-router"
-FORMAT_VERSION = 2  # 2: calibration curve and training-query hashes
+FORMAT_VERSION = 3  # 2: calibration curve and training-query hashes; 3: policy members (policy.<j>.…)
+LONE_POLICY_VERSION = 2  # still read: its one policy (policy.…) is member 0
 CONFIG_FILE, WEIGHTS_FILE, LOG_FILE = "config.json", "weights.safetensors", "training_log.jsonl"
 
 
@@ -78,7 +79,7 @@ class Router:
         self.encoder: Encoder | None = None
         self.cost_predictor: CostPredictor | None = None
         self.capability: CapabilityEstimator | None = None
-        self.policy: PolicyWeights | None = None
+        self.policy: PolicyEnsemble | None = None
         self.training_log: list[dict[str, Any]] = []
         self.trained_on: dict[str, Any] = {}
         self.default_lam: float = self.config.lam if self.config.lam is not None else 0.0
@@ -317,16 +318,16 @@ class Router:
         if not isinstance(config, dict) or config.get("format") != FORMAT:
             raise EntroRouterError(f"{config_path}: not an EntroRouter router (format {config.get('format')!r})")
         version = config.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (LONE_POLICY_VERSION, FORMAT_VERSION):
             raise EntroRouterError(
-                f"{config_path}: router format version {version!r}; this entrorouter {__version__} reads version "
-                f"{FORMAT_VERSION} (retrain the router or install a matching entrorouter)"
+                f"{config_path}: router format version {version!r}; this entrorouter {__version__} reads versions "
+                f"{LONE_POLICY_VERSION} and {FORMAT_VERSION} (retrain the router or install a matching entrorouter)"
             )
         try:
             models = tuple(config["models"])
             train_config = TrainConfig.from_dict(config["train_config"], source=str(config_path))
             cost_scale = float(config["cost_scale"])
-            expected_shapes = {k: tuple(v) for k, v in config["tensors"].items()}
+            expected_shapes = {as_member_0(k, version): tuple(v) for k, v in config["tensors"].items()}
             policy_meta = config["policy"]
         except (KeyError, TypeError, ValueError) as exc:
             raise EntroRouterError(f"{config_path}: missing or invalid field ({exc})") from None
@@ -337,7 +338,7 @@ class Router:
                 f"{path}: the router was trained for the pool {sorted(models)}, not {sorted(expected_models)}"
             )
         try:
-            tensors = load_file(str(weights_path))
+            tensors = {as_member_0(k, version): v for k, v in load_file(str(weights_path)).items()}
         except FileNotFoundError:
             raise EntroRouterError(f"{weights_path}: missing") from None
         except (SafetensorError, OSError, ValueError) as exc:
@@ -373,16 +374,22 @@ class Router:
         router.capability = capability_for(train_config)
         router.capability.load_tensors(part("capability"))
         try:
-            policy = PolicyWeights.from_tensors(
+            policy = PolicyEnsemble.from_tensors(
                 part("policy"), lam_min=train_config.lam_min, lam_max=train_config.lam_max
             )
         except ValueError as exc:
             raise EntroRouterError(f"{weights_path}: policy weights do not fit the policy ({exc})") from None
-        widths, expected_widths = [w.shape[0] for w, _ in policy.layers], [train_config.hidden] * train_config.n_layers
-        if widths != expected_widths or policy.in_dim != policy_meta["in_dim"]:
+        widths = [w.shape[0] for w, _ in policy.members[0].layers]
+        expected_widths = [train_config.hidden] * train_config.n_layers
+        if (
+            widths != expected_widths
+            or policy.in_dim != policy_meta["in_dim"]
+            or len(policy.members) != train_config.policy_seeds
+        ):
             raise EntroRouterError(
-                f"{weights_path}: policy weights do not fit the policy (hidden widths {widths} reading "
-                f"{policy.in_dim} inputs; config.json says {expected_widths} reading {policy_meta['in_dim']})"
+                f"{weights_path}: policy weights do not fit the policy ({len(policy.members)} member(s) of hidden "
+                f"widths {widths} reading {policy.in_dim} inputs; config.json says {train_config.policy_seeds} of "
+                f"{expected_widths} reading {policy_meta['in_dim']})"
             )
         if policy.n_models != len(models) or router.cost_predictor.intercept.shape != (len(models),):
             raise EntroRouterError(f"{weights_path}: weights are for a pool of another size than {len(models)} models")
@@ -393,6 +400,13 @@ class Router:
                 json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line
             ]
         return router
+
+
+def as_member_0(tensor_name: str, version: int) -> str:
+    """A tensor's name in the current format: version 2's lone policy becomes member 0."""
+    if version == LONE_POLICY_VERSION and tensor_name.startswith("policy."):
+        return "policy.0." + tensor_name.removeprefix("policy.")
+    return tensor_name
 
 
 def capability_for(config: TrainConfig) -> CapabilityEstimator:

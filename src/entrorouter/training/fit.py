@@ -17,6 +17,7 @@ time.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -31,7 +32,7 @@ from entrorouter.evaluation.metrics import oracle_usage, realize, single_model_r
 from entrorouter.features.cache import EmbeddingCache, text_key
 from entrorouter.features.encoders import make_encoder
 from entrorouter.policy.mlp import RoutingPolicy
-from entrorouter.policy.weights import policy_input_dim
+from entrorouter.policy.weights import PolicyEnsemble, policy_input_dim
 from entrorouter.router import Router
 from entrorouter.router.calibration import Calibration, lambda_grid
 from entrorouter.router.capability import FoldPlan
@@ -152,15 +153,14 @@ def fit_parts(
     ``log`` receives the policy's training log (none: not logged, and its per-step
     validation diagnostics are skipped).
 
-    A validation share of the rows (``val_fraction``) is held out from the policy's
-    training for early stopping; the capability estimators learn from every row, and their
-    out-of-fold estimates (along ``fold_plan``'s folds when given) keep those rows honest.
+    A validation share of the rows (``val_fraction``) is held out from each policy's
+    training for early stopping (another share for each of ``policy_seeds``); the capability
+    estimators learn from every row, and their out-of-fold estimates (along ``fold_plan``'s
+    folds when given) keep those rows honest.
     """
     c = router.config
     router.models = table.models
     texts = [str(q) for q in table.queries]
-    val_mask = validation_mask(table.n_queries, c)
-    fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
     # C: mean cost of the strongest model normalises every cost.
     router.cost_scale = float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0
@@ -179,20 +179,28 @@ def fit_parts(
             cost_pred=as_float_tensor(cost_pred[rows]),
         )
 
-    policy = policy_for(c, policy_input_dim(features.shape[1], table.n_models, c.policy_input), table.n_models)
-    say(progress, "policy: Soft Supervision, then RL with the Soft Anchor")
-    Trainer(
-        policy,
-        c,
-        routing_data(fit_rows),
-        routing_data(val_rows),
-        model_names=router.models,
-        default_lam=c.lam if c.lam is not None else 0.1,
-        val_oracle_share=oracle_usage(table.subset(val_rows)),
-        log=log,
-        progress=progress,
-    ).fit()
-    router.policy = policy.weights()
+    in_dim = policy_input_dim(features.shape[1], table.n_models, c.policy_input)
+    members = []
+    for member in range(c.policy_seeds):  # member 0 is the lone policy of policy_seeds = 1
+        member_config = dataclasses.replace(c, seed=c.seed + 1000 * member)
+        val_mask = validation_mask(table.n_queries, member_config)
+        fit_rows, val_rows = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+        policy = policy_for(member_config, in_dim, table.n_models)
+        which = f" {member + 1}/{c.policy_seeds}" if c.policy_seeds > 1 else ""
+        say(progress, f"policy{which}: Soft Supervision, then RL with the Soft Anchor")
+        Trainer(
+            policy,
+            member_config,
+            routing_data(fit_rows),
+            routing_data(val_rows),
+            model_names=router.models,
+            default_lam=c.lam if c.lam is not None else 0.1,
+            val_oracle_share=oracle_usage(table.subset(val_rows)),
+            log=log if member == 0 else None,  # one policy's log tells the story; the others' cost time
+            progress=progress,
+        ).fit()
+        members.append(policy.weights())
+    router.policy = PolicyEnsemble(tuple(members))
 
 
 def policy_for(config: TrainConfig, in_dim: int, n_models: int) -> RoutingPolicy:
