@@ -8,8 +8,11 @@ ONNX Runtime, int8, 128 tokens) by default; ``--encoders minilm minilm-onnx mini
 adds the static table distilled from MiniLM (512 tokens). ``--capabilities`` compares
 EntroRouter's capability ensembles the same way (the first is the reference): dropping the
 kNN part (``mlp+logistic``) removes most of the arrays one routing decision reads, which is
-what a routed request waits for in the gateway (``results/gateway.md``). A setting is one
-encoder with one ensemble. On MMLU-Pro and the RouterBench subset. The test splits
+what a routed request waits for in the gateway (``results/gateway.md``). ``--policy-seeds``
+compares EntroRouter with one policy against the mean of several (``TrainConfig.policy_seeds``),
+which is about its chosen point more than its AIQ. A setting is one encoder with one
+ensemble and one number of policies; the baselines do not depend on the last two, so they
+are fitted once per encoder. On MMLU-Pro and the RouterBench subset. The test splits
 are never loaded: for each seed a dataset's train split is cut into 80% for fitting and 20%
 held out, and `Benchmark` (which itself carves its operating-point validation from the 80%)
 reports every router's AIQ, and its chosen point, on the held-out 20%. Writes
@@ -33,6 +36,7 @@ REFERENCE = "minilm"
 ENCODERS = (REFERENCE, "minilm-full", "minilm-onnx")
 DATASETS = ("routerbench_subset", "mmlu_pro")
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
+Setting = tuple[str, str, int]  # encoder, EntroRouter's capability ensemble, its number of policies
 
 
 def say(message: str) -> None:
@@ -51,6 +55,13 @@ def main() -> int:
         default=[TrainConfig.capability],
         help=f"EntroRouter's capability ensembles; the first is the reference ({TrainConfig.capability})",
     )
+    parser.add_argument(
+        "--policy-seeds",
+        nargs="+",
+        type=int,
+        default=[TrainConfig.policy_seeds],
+        help=f"EntroRouter's numbers of policies; the first is the reference ({TrainConfig.policy_seeds})",
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument(
         "--routers", nargs="+", default=ROUTERS, help="routers to compare (entrorouter is by far the slowest)"
@@ -58,29 +69,40 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
 
-    settings = [(encoder, capability) for encoder in args.encoders for capability in args.capabilities]
-    measured: dict[tuple[str, tuple[str, str], str], list[dict[str, float]]] = {}
+    settings = [
+        (encoder, capability, policies)
+        for encoder in args.encoders
+        for capability in args.capabilities
+        for policies in args.policy_seeds
+    ]
+    measured: dict[tuple[str, Setting, str], list[dict[str, float]]] = {}
     for dataset in args.datasets:
         train = load_source(dataset).split("train")
         for seed in range(args.seeds):
             held_out = np.zeros(train.n_queries, dtype=bool)
             held_out[np.random.default_rng(100 + seed).permutation(train.n_queries)[: train.n_queries // 5]] = True
+            baselines: dict[str, dict[str, dict[str, float]]] = {}  # by encoder: they ignore the rest
             for setting in settings:
-                encoder, capability = setting
+                encoder, capability, policies = setting
+                routers = [r for r in args.routers if r == "entrorouter" or encoder not in baselines]
                 config = BenchmarkConfig(
                     seed=seed,
-                    routers=args.routers,
+                    routers=routers,
                     encoder=encoder,
                     n_boot=100,
-                    train_config={"capability": capability},
+                    train_config={"capability": capability, "policy_seeds": policies},
                 )
                 results = Benchmark(
                     train.subset(~held_out), train.subset(held_out), config, dataset=dataset, progress=say
                 ).run()
+                rows = {
+                    r: {key: results["routers"][r][key] for key in ("aiq", "retained", "cost_reduction")}
+                    for r in routers
+                }
+                baselines.setdefault(encoder, {r: row for r, row in rows.items() if r != "entrorouter"})
                 for router in args.routers:
-                    row = results["routers"][router]
                     measured.setdefault((dataset, setting, router), []).append(
-                        {key: row[key] for key in ("aiq", "retained", "cost_reduction")}
+                        rows.get(router) or baselines[encoder][router]
                     )
                 scores = ", ".join(f"{r} {measured[dataset, setting, r][-1]['aiq']:.4f}" for r in args.routers)
                 print(f"{dataset} seed {seed} {label(args, setting)}: {scores}", flush=True)
@@ -88,18 +110,25 @@ def main() -> int:
     return 0
 
 
-def label(args: argparse.Namespace, setting: tuple[str, str]) -> str:
-    """A setting's name in the report: what varies in this run."""
-    encoder, capability = setting
-    if len(args.capabilities) == 1:
-        return encoder
-    return capability if len(args.encoders) == 1 else f"{encoder}, {capability}"
+def label(args: argparse.Namespace, setting: Setting) -> str:
+    """A setting's name in the report: what varies in this run (the encoder when nothing does)."""
+    encoder, capability, policies = setting
+    parts = [
+        part
+        for part, varies in (
+            (encoder, len(args.encoders) > 1),
+            (capability, len(args.capabilities) > 1),
+            (f"{policies} polic{'y' if policies == 1 else 'ies'}", len(args.policy_seeds) > 1),
+        )
+        if varies
+    ]
+    return ", ".join(parts) or encoder
 
 
 def write_report(
     args: argparse.Namespace,
-    settings: list[tuple[str, str]],
-    measured: dict[tuple[str, tuple[str, str], str], list[dict[str, float]]],
+    settings: list[Setting],
+    measured: dict[tuple[str, Setting, str], list[dict[str, float]]],
     datasets: list[str],
 ) -> None:
     reference, *others = settings
