@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from entrorouter.policy.weights import policy_input
 from entrorouter.router import Router
 from entrorouter.router.config import TrainConfig
 from entrorouter.training.fit import fit_parts
@@ -121,7 +122,7 @@ def test_policy_seeds_train_members_whose_mean_routes(demo_table) -> None:
     texts = list(demo_table.split("test").queries[:50])
     inputs = pair.inputs(pair.embed(texts), texts)
     lam = np.full(len(texts), 0.1, dtype=np.float32)
-    x = np.concatenate([inputs.features, inputs.capability, inputs.cost], axis=1).astype(np.float32)
+    x = policy_input(inputs.features, inputs.capability, inputs.cost, pair.config.policy_input).astype(np.float32)
     np.testing.assert_allclose(
         pair.policy.logits(x, lam), (first.logits(x, lam) + second.logits(x, lam)) / 2, rtol=1e-6, atol=1e-6
     )
