@@ -399,8 +399,14 @@ def train_demo_router(out: Path, encoder: str, capability: str | None = None) ->
     from entrorouter.data.demo import make_demo_table
     from entrorouter.router.config import TrainConfig
 
-    ensemble = {} if capability is None else {"capability": capability}
-    config = TrainConfig(encoder=encoder, sft_epochs=2, rl_iterations=4, calibration_folds=0, lam=0.1, **ensemble)
+    config = TrainConfig(
+        encoder=encoder,
+        capability=capability or TrainConfig.capability,
+        sft_epochs=2,
+        rl_iterations=4,
+        calibration_folds=0,
+        lam=0.1,
+    )
     return Router(config).fit(make_demo_table()).save(out)
 
 

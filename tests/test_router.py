@@ -111,13 +111,14 @@ def test_a_router_of_format_version_2_loads_its_lone_policy_as_member_0(
     tiny_router: Path, demo_table, tmp_path: Path
 ) -> None:
     path = broken_copy(tiny_router, tmp_path)
-    old_name = {name: name.replace("policy.0.", "policy.", 1) for name in load_file(str(path / "weights.safetensors"))}
-    save_file(
-        {old_name[k]: v for k, v in load_file(str(path / "weights.safetensors")).items()},
-        str(path / "weights.safetensors"),
-    )
+
+    def old_name(name: str) -> str:
+        return name.replace("policy.0.", "policy.", 1)
+
+    tensors = load_file(str(path / "weights.safetensors"))
+    save_file({old_name(k): v for k, v in tensors.items()}, str(path / "weights.safetensors"))
     config = json.loads((path / "config.json").read_text())
-    edit_config(path, format_version=2, tensors={old_name[k]: v for k, v in config["tensors"].items()})
+    edit_config(path, format_version=2, tensors={old_name(k): v for k, v in config["tensors"].items()})
     assert "policy.head.bias" in json.loads((path / "config.json").read_text())["tensors"]
     queries = list(demo_table.split("test").queries[:20])
     assert [r.model for r in Router.load(path).route(queries)] == [
