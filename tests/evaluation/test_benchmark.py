@@ -170,3 +170,24 @@ def test_an_unknown_router_fails_before_any_work(tmp_path: Path, capsys: pytest.
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "unknown router(s) ['bogus']" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--routers", "entrorouter_ft", "--resplits", "3"], "--resplits measures cross-fitted operating points"),
+        (["--routers", "entrorouter_ft", "--finetune-seconds", "0"], "--finetune-seconds must be > 0, got 0.0"),
+    ],
+)
+def test_the_fine_tuned_router_s_flags_fail_before_any_work(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrorouter.cli import main
+
+    no_data = tmp_path / "no_data"
+    no_data.mkdir()
+    out = tmp_path / "reports"
+    code = main(["benchmark", "--dataset", "all", *flags, "--data-dir", str(no_data), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not out.exists()

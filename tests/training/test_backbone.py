@@ -134,3 +134,48 @@ def test_the_backbone_benchmark_runs_end_to_end(data_dir: Path, tmp_path: Path) 
     report = (tmp_path / "routerbench_subset.md").read_text(encoding="utf-8")
     assert all(f"| {name} |" in report for name in ("knn", "mlp", "entrorouter", "entrorouter_ft"))
     assert "minus frozen EntroRouter:" in report and "stopped by the time budget" in report
+
+
+def test_the_benchmark_fits_the_fine_tuned_router_once_and_reports_it_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six fine-tunes per dataset would not fit a CPU's budget: entrorouter_ft is fitted once, on
+    every fold but fold 0, and compared with the fold-0 fits of the cross-fitted routers."""
+    from entrorouter.baselines.routers import EntroRouterFineTuned
+    from entrorouter.data.demo import make_demo_table
+    from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
+    from entrorouter.evaluation.report import render_report
+
+    table = make_demo_table(n_queries=80, seed=3)
+    train, test = table.subset(np.arange(60)), table.subset(np.arange(60, 80))
+    fitted_on: list[int] = []
+    real_fit = EntroRouterFineTuned.fit
+
+    def counted_fit(self, ctx) -> None:
+        fitted_on.append(ctx.train.n_queries)
+        real_fit(self, ctx)
+
+    monkeypatch.setattr(EntroRouterFineTuned, "fit", counted_fit)
+    train_config = {k: v for k, v in ROUTER_CONFIG.items() if k != "encoder"}
+    config = BenchmarkConfig(
+        folds=2,
+        routers=["mlp", "entrorouter", "entrorouter_ft"],
+        encoder="hashed-tfidf",
+        train_config=train_config,
+        finetune_encoder=SPEC,
+        n_boot=20,
+    )
+    bench = Benchmark(train, test, config)
+    results = bench.run()
+
+    assert fitted_on == [int((bench.folds != 0).sum())]  # one fit, without fold 0
+    assert "entrorouter_ft" not in results["routers"] and set(results["one_fit"]) == {"entrorouter_ft"}
+    ft = results["one_fit"]["entrorouter_ft"]
+    assert {role: d["router"] for role, d in ft["aiq_minus"].items()} == {
+        "entrorouter": "entrorouter",
+        "best_baseline": "mlp",
+    }
+    for d in ft["aiq_minus"].values():
+        assert d["ci"][0] <= d["difference"] <= d["ci"][1]
+    report = render_report(results, command="test", seconds=1.0)
+    assert "## Measured with one fit: entrorouter_ft" in report
+    assert "| entrorouter_ft | one fit |" in report and "| mlp | fold-0 fit of the cross-fitted router |" in report
+    assert "- `entrorouter_ft`: EntroRouter with the MiniLM encoder fine-tuned" in report

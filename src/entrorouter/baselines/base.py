@@ -69,6 +69,9 @@ class BenchmarkRouter(ABC):
     description: ClassVar[str]
     #: False: run only when named (``--routers``), e.g. because it is slow on a CPU.
     default: ClassVar[bool] = True
+    #: False: measured with one fit (on 80% of train, point chosen on the other 20% by the old
+    #: rule), as the ablations are, because the K + 1 fits of cross-fitting cost too much.
+    cross_fit: ClassVar[bool] = True
 
     def applicable(self, ctx: RoutingContext) -> bool:
         """Whether this router makes sense for the pool (e.g. 2-model routers)."""

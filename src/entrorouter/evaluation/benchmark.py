@@ -22,11 +22,14 @@ Protocol (DESIGN §3.7, §4), for one dataset and every router alike:
 S is the strongest single model on the training split; its test accuracy and cost are the
 reference for retention and cost reduction. Nothing here looks at test outcomes before the
 operating point is fixed. Ablations use the old protocol (one fit on 80%, chosen on fold 0),
-which is enough to show the collapse story at a sixth of the cost.
+which is enough to show the collapse story at a sixth of the cost; so do routers too slow to
+cross-fit (``cross_fit = False``: the fine-tuned backbone), reported beside the fold-0 fits of
+the cross-fitted routers, which are the same protocol.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from entrorouter.baselines.base import REGISTRY, BenchmarkRouter, RoutingContext
-from entrorouter.baselines.routers import EntroRouterBaseline
+from entrorouter.baselines.routers import EntroRouterBaseline, EntroRouterFineTuned
 from entrorouter.data.cost import CostPredictor
 from entrorouter.data.splits import stratified_folds
 from entrorouter.data.table import OutcomeTable
@@ -106,7 +109,10 @@ class BenchmarkConfig:
     n_boot: int = 1000
     """Bootstrap resamples for the test confidence intervals."""
     train_config: dict[str, Any] = field(default_factory=dict)
-    """TrainConfig overrides for EntroRouter and its ablations."""
+    """TrainConfig overrides for EntroRouter, its ablations and its fine-tuned form."""
+    finetune_encoder: str = "minilm-ft"
+    """The encoder ``entrorouter_ft`` fine-tunes, with its options (``minilm-ft:max_seconds=600``:
+    a 10-minute budget per fine-tune instead of 15)."""
 
     def __post_init__(self) -> None:
         # Checked here, not when the routers run: that is after minutes of embedding.
@@ -220,6 +226,7 @@ class Benchmark:
         self.test_oracle_share = oracle_usage(test)
         self.test_sweeps: dict[str, Sweep] = {}  # kept for paired comparisons between routers
         self.legacy_results: dict[str, dict[str, Any]] = {}  # old-protocol results, reused by the ablations
+        self.legacy_sweeps: dict[str, Sweep] = {}  # their test sweeps, for paired comparisons with one-fit routers
 
     # ------------------------------------------------------------ one router
     def context(self, rows: np.ndarray, *, log_training: bool = True) -> RoutingContext:
@@ -250,22 +257,33 @@ class Benchmark:
             probabilities.append(decisions.probabilities)
         return Sweep(knobs, answered, scores, costs, probabilities)
 
-    def evaluate_router(self, make: Callable[[], BenchmarkRouter], *, cross_fit: bool = True) -> dict[str, Any]:
-        """The protocol of the module doc for one router (``cross_fit=False``: the old rule only)."""
-        c = self.config
+    def one_fit(self, make: Callable[[], BenchmarkRouter]) -> tuple[dict[str, Any], Sweep, Sweep]:
+        """The old protocol: one fit on every fold but 0, the old rule's point chosen on fold 0 and
+        measured on test; returns its results and the fold-0 and test sweeps."""
         started = time.perf_counter()
-        first = make()
+        router = make()
         held = self.folds == 0
-        first.fit(self.context(~held))
+        router.fit(self.context(~held))
         fit_seconds = time.perf_counter() - started
         val = self.train.subset(held)
-        val_sweep, test_sweep = self.sweep(first, val), self.sweep(first, self.test)
-        legacy = self.legacy_point(val_sweep, val, test_sweep)
-        legacy.update(self.curve_metrics(test_sweep), training_log=getattr(first, "training_log", None))
-        if not cross_fit:
-            return legacy | {"fit_seconds": fit_seconds}
-        self.legacy_results[first.name] = legacy | {"fit_seconds": fit_seconds}
+        val_sweep, test_sweep = self.sweep(router, val), self.sweep(router, self.test)
+        result = self.legacy_point(val_sweep, val, test_sweep)
+        result.update(
+            self.curve_metrics(test_sweep),
+            training_log=getattr(router, "training_log", None),
+            fit_seconds=fit_seconds,
+        )
+        return result, val_sweep, test_sweep
 
+    def evaluate_router(self, name: str) -> dict[str, Any]:
+        """The protocol of the module doc for one router; its fold-0 fit is the old protocol's."""
+        c = self.config
+        make = functools.partial(self.make_router, name)
+        legacy, val_sweep, test_sweep = self.one_fit(make)
+        self.legacy_results[name], self.legacy_sweeps[name] = legacy, test_sweep
+        fit_seconds = legacy["fit_seconds"]
+
+        held = self.folds == 0
         knobs = val_sweep.knobs
         scores = np.empty((len(knobs), self.train.table.n_queries))
         costs = np.empty_like(scores)
@@ -410,20 +428,54 @@ class Benchmark:
         return list(self.config.routers) if self.config.routers else [n for n, r in REGISTRY.items() if r.default]
 
     def make_router(self, name: str, **overrides: Any) -> BenchmarkRouter:
+        c = self.config
         if name == "entrorouter":
-            return EntroRouterBaseline(encoder=self.config.encoder, **{**self.config.train_config, **overrides})
+            return EntroRouterBaseline(encoder=c.encoder, **{**c.train_config, **overrides})
+        if name == "entrorouter_ft":
+            return EntroRouterFineTuned(**{**c.train_config, "encoder": c.finetune_encoder})
         return REGISTRY[name]()
 
-    def run_routers(self) -> dict[str, dict[str, Any]]:
-        """Every applicable router through the full protocol."""
-        out = {}
+    def applicable_routers(self, *, cross_fit: bool) -> list[str]:
+        """The named (or default) routers that suit this pool and are (not) cross-fitted."""
         probe = self.context(np.ones(self.train.table.n_queries, dtype=bool))
+        names = []
         for name in self.router_names():
+            if REGISTRY[name].cross_fit != cross_fit:
+                continue
             if not self.make_router(name).applicable(probe):
                 self.say(f"{name}: not applicable to a {len(self.models)}-model pool, skipped")
                 continue
+            names.append(name)
+        return names
+
+    def run_routers(self) -> dict[str, dict[str, Any]]:
+        """Every applicable cross-fitted router through the full protocol."""
+        out = {}
+        for name in self.applicable_routers(cross_fit=True):
             self.say(f"{name}: cross-fitting ({self.config.folds} folds), final fit and sweep")
-            out[name] = self.evaluate_router(lambda name=name: self.make_router(name))
+            out[name] = self.evaluate_router(name)
+        return out
+
+    def run_one_fit_routers(self) -> dict[str, dict[str, Any]]:
+        """The routers too slow to cross-fit, with one fit each (:meth:`one_fit`), and their AIQ
+        minus that of the same protocol's EntroRouter and best baseline (95% paired-bootstrap CI)."""
+        out = {}
+        for name in self.applicable_routers(cross_fit=False):
+            self.say(f"{name}: one fit (too slow to cross-fit), old rule's point, sweep")
+            result, _, sweep = self.one_fit(functools.partial(self.make_router, name))
+            result.pop("training_log", None)
+            baselines = [n for n in self.legacy_results if n != "entrorouter"]
+            compared = {"entrorouter": "entrorouter"} if "entrorouter" in self.legacy_results else {}
+            if baselines:
+                compared["best_baseline"] = max(baselines, key=lambda n: self.legacy_results[n]["aiq"])
+            result["aiq_minus"] = {
+                role: {
+                    "router": other,
+                    **aiq_difference_ci(sweep, self.legacy_sweeps[other], self.ref, n_boot=200, seed=self.config.seed),
+                }
+                for role, other in compared.items()
+            }
+            out[name] = result
         return out
 
     def run(self) -> dict[str, Any]:
@@ -449,6 +501,9 @@ class Benchmark:
                 result["training_curve"] = training_curve(log)
             results["routers"][name] = result
         results["aiq_vs_best_baseline"] = self.aiq_comparison(results["routers"])
+        one_fit = self.run_one_fit_routers()
+        if one_fit:
+            results["one_fit"] = one_fit
         if self.config.ablations:
             results["ablations"] = self.run_ablations()
         return results
@@ -472,8 +527,7 @@ class Benchmark:
                 result = dict(self.legacy_results["entrorouter"])  # the full method's fold-0 fit: already run
             else:
                 self.say(f"ablation {name}: fitting and sweeping")
-                make = lambda o=overrides: self.make_router("entrorouter", **o)  # noqa: E731
-                result = self.evaluate_router(make, cross_fit=False)
+                result, _, _ = self.one_fit(functools.partial(self.make_router, "entrorouter", **overrides))
             result["training_curve"] = training_curve(result.pop("training_log") or [])
             result["label"] = ABLATION_LABELS[name]
             out[name] = result
