@@ -31,6 +31,7 @@ from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 from entrorouter.router.config import TrainConfig
+from entrorouter.threads import chosen_threads, limit_threads
 
 REFERENCE = "minilm"
 ENCODERS = (REFERENCE, "minilm-full", "minilm-onnx")
@@ -68,6 +69,7 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
+    limit_threads(chosen_threads())  # ENTROROUTER_THREADS, for torch and NumPy's BLAS alike
 
     settings = [
         (encoder, capability, policies)

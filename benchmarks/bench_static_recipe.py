@@ -27,6 +27,7 @@ from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import _special_tokens, _token_outputs, make_encoder, minilm_path, principal_axes
+from entrorouter.threads import chosen_threads, limit_threads
 
 VARIANTS = [
     {"normalise": False, "dim": 256, "weight": "none"},
@@ -90,6 +91,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/static_recipe.md"))
     args = parser.parse_args()
+    limit_threads(chosen_threads())  # ENTROROUTER_THREADS, for torch and NumPy's BLAS alike
     tokenizer = Tokenizer.from_file(str(minilm_path() / "tokenizer.json"))
     tokenizer.enable_truncation(512)
     tokenizer.no_padding()

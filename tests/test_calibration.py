@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from entrorouter.errors import EntroRouterError
-from entrorouter.router.calibration import Calibration, spend_matched
+from entrorouter.router.calibration import Calibration, pool_folds, spend_aligned, spend_matched
 
 
 def curve(retentions: list[float], n: int, *, seed: int = 0, strong_acc: float = 0.8) -> Calibration:
@@ -117,3 +117,21 @@ def test_a_deployed_curve_routes_with_the_refits_lambda_and_round_trips_through_
     assert deployed.lam_for(0.983) == 1.0
     assert Calibration.from_dict(deployed.to_dict()).lam_for(0.983) == 1.0
     assert Calibration.from_dict(cal.to_dict()).deployed_lams is None
+
+
+def test_folds_pooled_at_equal_spend_each_give_the_knob_that_spends_the_pooled_level() -> None:
+    # Fold B's router spends twice what fold A's does at every knob (a drifted trade-off).
+    planned = np.array([[4.0, 3.0, 2.0, 1.0], [8.0, 6.0, 4.0, 2.0]])
+    # Levels (equal fold sizes): 6, 4.5, 3, 1.5; A reaches none of the first two, so its first knob.
+    assert spend_aligned(planned, np.array([10, 10])).tolist() == [[0, 0, 1, 2], [1, 1, 2, 3]]
+    # A fold three times the size weighs three times: levels 5, 3.75, 2.5, 1.25.
+    assert spend_aligned(planned, np.array([30, 10])).tolist() == [[0, 0, 1, 2], [1, 2, 2, 3]]
+    # (Levels 7, 5.25, 3.5, 1.75 when B weighs three times.)
+    assert spend_aligned(planned, np.array([10, 30])).tolist() == [[0, 0, 0, 2], [0, 1, 2, 3]]
+
+    rows = [np.array([True, False, True]), np.array([False, True, False])]
+    values = [np.array([[10, 11], [20, 21], [30, 31], [40, 41]]), np.array([[1], [2], [3], [4]])]
+    at_same_knob = pool_folds(values, rows)
+    assert at_same_knob.tolist() == [[10, 1, 11], [20, 2, 21], [30, 3, 31], [40, 4, 41]]
+    at_equal_spend = pool_folds(values, rows, planned)  # A has 2 rows, B 1: levels 16/3, 4, 8/3, 4/3
+    assert at_equal_spend.tolist() == [[10, 2, 11], [10, 3, 11], [20, 3, 21], [30, 4, 31]]

@@ -59,8 +59,9 @@ from entrorouter.evaluation.metrics import (
 from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
-from entrorouter.router.calibration import Calibration
+from entrorouter.router.calibration import Calibration, pool_folds
 from entrorouter.router.capability import FoldPlan
+from entrorouter.router.config import POOLINGS
 
 # The collapse story, in the paper's form: the policy starts from scratch (uniform) and
 # reads only the query embedding, so the Soft Anchor acts only through the KL term. Each
@@ -98,6 +99,9 @@ class BenchmarkConfig:
     """K of the cross-fitting over the training split (fold 0 is also the old rule's validation split)."""
     delta: float = 0.1
     """Risk level of the selection rule: the point misses the target with probability ≤ δ."""
+    pooling: str = "knob"
+    """How the fold routers' out-of-fold outcomes are pooled: at the same knob, or at equal
+    predicted spend ("spend"; :mod:`entrorouter.router.calibration`)."""
     seed: int = 0
     routers: Sequence[str] | None = None
     """Registry names to run (None: every applicable one)."""
@@ -119,6 +123,8 @@ class BenchmarkConfig:
         unknown = [name for name in self.routers or () if name not in REGISTRY]
         if unknown:
             raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")
+        if self.pooling not in POOLINGS:
+            raise EntroRouterError(f"unknown pooling {self.pooling!r}; expected one of {', '.join(POOLINGS)}")
 
 
 @dataclass
@@ -283,11 +289,8 @@ class Benchmark:
         self.legacy_results[name], self.legacy_sweeps[name] = legacy, test_sweep
         fit_seconds = legacy["fit_seconds"]
 
-        held = self.folds == 0
         knobs = val_sweep.knobs
-        scores = np.empty((len(knobs), self.train.table.n_queries))
-        costs = np.empty_like(scores)
-        scores[:, held], costs[:, held] = val_sweep.scores, val_sweep.costs
+        folds = [(self.folds == 0, val_sweep)]
         for fold in range(1, c.folds):
             held = self.folds == fold
             started = time.perf_counter()
@@ -297,11 +300,13 @@ class Benchmark:
             out = self.sweep(router, self.train.subset(held))
             if out.knobs != knobs:
                 raise EntroRouterError(f"{router.name}: knobs differ between folds; they must not depend on the fit")
-            scores[:, held], costs[:, held] = out.scores, out.costs
+            folds.append((held, out))
+        rows = [held for held, _ in folds]
+        spend = np.stack([self.planned_spend(held, out) for held, out in folds]) if c.pooling == "spend" else None
         calibration = Calibration.from_outcomes(
             np.asarray(knobs),
-            scores,
-            costs,
+            pool_folds([out.scores for _, out in folds], rows, spend),
+            pool_folds([out.costs for _, out in folds], rows, spend),
             self.train.strongest.scores,
             self.train.strongest.costs,
             delta=c.delta,
@@ -341,6 +346,14 @@ class Benchmark:
             sweep_seconds=route_seconds,
         )
         return result
+
+    def planned_spend(self, held: np.ndarray, sweep: Sweep) -> np.ndarray:
+        """(G,) a fold router's mean predicted cost of its choices on its held-out rows ``held``, from a
+        cost predictor fitted on the other rows: what aligns the folds at equal spend."""
+        texts, table = self.train.texts, self.train.table
+        predictor = CostPredictor().fit([t for t, h in zip(texts, held, strict=True) if not h], table.costs[~held])
+        predicted = predictor.predict([t for t, h in zip(texts, held, strict=True) if h])
+        return np.take_along_axis(predicted, sweep.answered.T, axis=1).mean(axis=0)
 
     def legacy_point(self, val_sweep: Sweep, val: Split, test_sweep: Sweep) -> dict[str, Any]:
         """The old rule: bootstrap-quantile retention on one validation split (fold 0), measured on test."""

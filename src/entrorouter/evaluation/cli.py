@@ -74,6 +74,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="time budget of each fine-tune of entrorouter_ft (default 900)",
     )
+    bench.add_argument(
+        "--pooling",
+        choices=("knob", "spend"),
+        default="knob",
+        help="pool the fold routers' out-of-fold outcomes at the same knob (default) or at equal predicted spend",
+    )
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
     bench.add_argument(
@@ -131,6 +137,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         target_retention=args.target_retention,
         folds=args.folds,
         delta=args.delta,
+        pooling=args.pooling,
         seed=args.seed,
         routers=[r.strip() for r in args.routers.split(",") if r.strip()] if args.routers else None,
         ablations=args.ablations,

@@ -37,6 +37,18 @@ spending this much keeps the target", and the refit, better informed than the fo
 routers, spends it. On validation splits this removed the refit's random drift in both
 directions (a violation at 97.2% and timid points at 100.6%).
 
+**Pooling the folds** (``pooling``). The K fold routers are K fits, and a trained policy's
+trade-off drifts from fit to fit: at one λ one fold router may spend twice what another does.
+Pooled at the same λ ("knob"), the curve's point is then a mixture of a cheap and an expensive
+router, which lies below either one's curve. Pooled at the same *predicted* spend ("spend":
+:func:`spend_aligned`), each fold contributes its router's knob that plans to spend what the
+folds together plan to spend there (predicted costs only, never a score). Every decision
+pooled is still a fold router's decision on queries it never learned from; what the other
+folds add is the spend level, a mean of predicted costs on their own queries (whose routers
+did learn from this fold), which picks which of this fold's out-of-fold decisions pool at a
+point: a far weaker tie than a query's outcome reaching its own decision, which pooling at
+the same knob rules out altogether.
+
 Not guaranteed: traffic that drifts away from the training distribution; that the refit,
 at the same spend, is at least as accurate as the fold routers (it learned from more rows,
 but it is not literally the same router); retention per query or per task (only the
@@ -45,6 +57,7 @@ average over queries is covered).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
@@ -249,3 +262,32 @@ def spend_matched(certified_cost: np.ndarray, deployed_cost: np.ndarray) -> np.n
     # spend is non-increasing: the knobs spending ≥ c are a prefix; the match is its last knob.
     enough = np.searchsorted(-spend, -np.asarray(certified_cost, dtype=np.float64), side="right")
     return np.maximum(enough - 1, 0)
+
+
+def spend_aligned(planned_spend: np.ndarray, fold_sizes: np.ndarray) -> np.ndarray:
+    """(F, G) for each of F fold routers and each point of a grid of G knobs, the fold's knob that
+    pools into that point when folds are pooled at equal spend (the module doc's "spend").
+
+    ``planned_spend`` (F, G): each fold router's mean *predicted* cost of its choices on its
+    held-out queries at each knob; ``fold_sizes`` (F,): its held-out queries. Point g is the
+    folds' pooled planned spend at knob g (non-increasing); each fold takes its cheapest knob
+    that still plans to spend that much (:func:`spend_matched`)."""
+    levels = np.minimum.accumulate(np.average(planned_spend, axis=0, weights=fold_sizes))
+    return np.stack([spend_matched(levels, spend) for spend in planned_spend])
+
+
+def pool_folds(
+    fold_values: Sequence[np.ndarray], fold_rows: Sequence[np.ndarray], planned_spend: np.ndarray | None = None
+) -> np.ndarray:
+    """(G, n) out-of-fold values: each fold router's (G, n_f) per-query values along its knobs,
+    put in its rows (boolean masks over the n queries), pooled at the same knob, or with
+    ``planned_spend`` (F, G) at equal planned spend (:func:`spend_aligned`)."""
+    n_knobs = fold_values[0].shape[0]
+    if planned_spend is None:
+        knobs = np.tile(np.arange(n_knobs), (len(fold_values), 1))
+    else:
+        knobs = spend_aligned(planned_spend, np.array([rows.sum() for rows in fold_rows]))
+    pooled = np.empty((n_knobs, len(fold_rows[0])), dtype=fold_values[0].dtype)
+    for values, rows, fold_knobs in zip(fold_values, fold_rows, knobs, strict=True):
+        pooled[:, rows] = values[fold_knobs]
+    return pooled

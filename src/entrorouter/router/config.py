@@ -11,6 +11,7 @@ from typing import Any
 from entrorouter.errors import ConfigError
 
 INITS = ("soft", "hard", "none")
+POOLINGS = ("knob", "spend")
 POLICY_INPUTS = ("embedding", "estimates", "embedding+estimates")
 ESTIMATORS = ("exact", "grpo", "rloo")
 CAPABILITY_PARTS = ("knn", "mlp", "logistic")
@@ -39,6 +40,11 @@ class TrainConfig:
     ``lam`` must be given, and routing by target retention is unavailable)."""
     calibration_points: int = 160
     """Log-spaced λ of the calibration grid (besides λ = 0): the fineness of the knob."""
+    calibration_pooling: str = "knob"
+    """How the K fold routers' outcomes make one curve: "knob" (at the same λ) or "spend" (at
+    equal predicted spend, which a fold router's drifting trade-off does not blur; see
+    :mod:`entrorouter.router.calibration`). "spend" lifted the baselines' chosen points as much
+    as EntroRouter's on validation (``benchmarks/results/fold_pooling.md``): opt-in."""
     risk_delta: float = 0.1
     """δ of the risk-control rule: the chosen λ keeps the target with probability ≥ 1 − δ."""
     future_queries: int | None = None
@@ -164,6 +170,7 @@ class TrainConfig:
         need(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds", "0 or an integer >= 2")
         need(self.calibration_folds or self.lam is not None, "calibration_folds", "> 0 when lam is None")
         need(0 < self.risk_delta < 1, "risk_delta", "a number in (0, 1)")
+        need(self.calibration_pooling in POOLINGS, "calibration_pooling", f"one of {POOLINGS}")
         need(self.future_queries is None or self.future_queries >= 1, "future_queries", "None or an integer >= 1")
         need(0 < self.lam_min < self.lam_max, "lam_max", "a number above lam_min")
         for name in (

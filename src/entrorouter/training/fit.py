@@ -34,7 +34,7 @@ from entrorouter.features.encoders import make_encoder
 from entrorouter.policy.mlp import RoutingPolicy
 from entrorouter.policy.weights import PolicyEnsemble, policy_input_dim
 from entrorouter.router import Router
-from entrorouter.router.calibration import Calibration, lambda_grid
+from entrorouter.router.calibration import Calibration, lambda_grid, pool_folds
 from entrorouter.router.capability import FoldPlan
 from entrorouter.router.config import TrainConfig
 from entrorouter.router.model import capability_for
@@ -225,7 +225,7 @@ def cross_fit_calibration(
     """Out-of-fold routing of every training query along the λ grid, pooled into a calibration curve."""
     c = router.config
     grid = lambda_grid(c.lam_min, c.lam_max, c.calibration_points)
-    answered = out_of_fold_choices(router, table, features, grid, fold_plan, progress=progress)
+    answered = pooled_choices(fold_choices(router, table, features, grid, fold_plan, progress=progress), c)
     rows = np.arange(table.n_queries)
     strong = realize(table, single_model_rankings(table, table.model_index(table.strongest_model())))
     calibration = Calibration.from_outcomes(
@@ -246,7 +246,16 @@ def spend_along(router: Router, table: OutcomeTable, features: np.ndarray, grid:
     return np.array([realize(table, router.rank(inputs, float(lam))[1]).costs.mean() for lam in grid])
 
 
-def out_of_fold_choices(
+@dataclasses.dataclass
+class FoldChoices:
+    """One fold router's routing of its held-out rows along the λ grid."""
+
+    rows: np.ndarray  # (n,) bool: the fold's rows of the table
+    answered: np.ndarray  # (G, n_fold) the model that answers each of them at each λ
+    planned_spend: np.ndarray  # (G,) mean predicted cost (US$) of those choices
+
+
+def fold_choices(
     router: Router,
     table: OutcomeTable,
     features: np.ndarray,
@@ -254,14 +263,11 @@ def out_of_fold_choices(
     fold_plan: FoldPlan,
     *,
     progress: bool = False,
-) -> np.ndarray:
-    """(G, n): the model that answers each training query at each λ, decided out of fold.
-
-    The parts routing fold f are fitted on the other folds only (capability estimators,
-    cost predictor and policy alike), so no query's own outcome reaches its decision.
-    """
+) -> list[FoldChoices]:
+    """Each fold routed along ``grid`` by parts fitted on the other folds only (capability
+    estimators, cost predictor and policy alike), so no query's own outcome reaches its decision."""
     texts = [str(q) for q in table.queries]
-    answered = np.empty((len(grid), table.n_queries), dtype=np.int64)
+    folds = []
     for fold in range(fold_plan.n_folds):
         say(progress, f"calibration curve: fold {fold + 1}/{fold_plan.n_folds} (parts refitted without it)")
         held = fold_plan.labels == fold
@@ -270,6 +276,14 @@ def out_of_fold_choices(
         fit_parts(fold_router, table.subset(~held), features[~held], fold_plan.subset(~held))
         held_table = table.subset(held)
         inputs = fold_router.inputs(features[held], [t for t, h in zip(texts, held, strict=True) if h])
-        for g, lam in enumerate(grid):
-            answered[g, held] = realize(held_table, fold_router.rank(inputs, float(lam))[1]).answered
-    return answered
+        answered = np.stack([realize(held_table, fold_router.rank(inputs, float(lam))[1]).answered for lam in grid])
+        predicted_cost = inputs.cost * fold_router.cost_scale  # US$: each fold router has its own C
+        folds.append(FoldChoices(held, answered, np.take_along_axis(predicted_cost, answered.T, axis=1).mean(axis=0)))
+    return folds
+
+
+def pooled_choices(folds: list[FoldChoices], config: TrainConfig) -> np.ndarray:
+    """(G, n): the model that answers each training query at each λ, decided out of fold, the
+    folds pooled as ``config.calibration_pooling`` says (:func:`pool_folds`)."""
+    spend = np.stack([fold.planned_spend for fold in folds]) if config.calibration_pooling == "spend" else None
+    return pool_folds([fold.answered for fold in folds], [fold.rows for fold in folds], spend)
