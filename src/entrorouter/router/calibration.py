@@ -37,8 +37,9 @@ spending this much keeps the target", and the refit, better informed than the fo
 routers, spends it. On validation splits this removed the refit's random drift in both
 directions (a violation at 97.2% and timid points at 100.6%).
 
-**Pooling the folds** (``pooling``). The K fold routers are K fits, and a trained policy's
-trade-off drifts from fit to fit: at one λ one fold router may spend twice what another does.
+**Pooling the folds** (``calibration_pooling``; the benchmark's ``--pooling``). The K fold
+routers are K fits, and a trained policy's trade-off drifts from fit to fit: at one λ one fold
+router may spend twice what another does.
 Pooled at the same λ ("knob"), the curve's point is then a mixture of a cheap and an expensive
 router, which lies below either one's curve. Pooled at the same *predicted* spend ("spend":
 :func:`spend_aligned`), each fold contributes its router's knob that plans to spend what the
