@@ -172,6 +172,20 @@ def test_an_unknown_router_fails_before_any_work(tmp_path: Path, capsys: pytest.
     assert not out.exists()
 
 
+def test_a_config_that_sets_the_encoder_points_to_the_encoder_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrorouter.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text('{"encoder": "minilm-static", "sft_epochs": 2}')
+    out = tmp_path / "reports"
+    code = main(["benchmark", "--dataset", "all", "--config", str(config), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "use --encoder minilm-static" in err and str(config) in err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -133,6 +133,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     overrides = {}
     if args.config:
         overrides = {k: v for k, v in TrainConfig.load(args.config).to_dict().items() if v != getattr(TrainConfig(), k)}
+        if "encoder" in overrides:  # every router routes on the benchmark's one set of embeddings
+            raise EntroRouterError(
+                f"{args.config}: field 'encoder' is not read by benchmark, whose routers share one encoder; "
+                f"use --encoder {overrides['encoder']}"
+            )
     config = BenchmarkConfig(
         target_retention=args.target_retention,
         folds=args.folds,
