@@ -30,7 +30,7 @@ import numpy as np
 from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
-from entrorouter.router.config import TrainConfig
+from entrorouter.router.config import POOLINGS, TrainConfig
 from entrorouter.threads import chosen_threads, limit_threads
 
 REFERENCE = "minilm"
@@ -65,7 +65,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--pooling",
-        choices=("knob", "spend"),
+        choices=POOLINGS,
         default="knob",
         help="how every router's fold routers are pooled into its out-of-fold curve (BenchmarkConfig.pooling)",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from entrorouter.batch.engines import ENGINES
 from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
+from entrorouter.router.config import POOLINGS
 from entrorouter.threads import limit_threads, usable_cores
 
 
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--pooling",
-        choices=("knob", "spend"),
+        choices=POOLINGS,
         default="knob",
         help="pool the fold routers' out-of-fold outcomes at the same knob (default) or at equal predicted spend",
     )
