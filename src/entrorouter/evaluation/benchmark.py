@@ -59,7 +59,7 @@ from entrorouter.evaluation.metrics import (
 from entrorouter.evaluation.selection import select_operating_point
 from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
-from entrorouter.router.calibration import Calibration, pool_folds
+from entrorouter.router.calibration import Calibration, planned_spend, pool_folds
 from entrorouter.router.capability import FoldPlan
 from entrorouter.router.config import POOLINGS
 
@@ -302,7 +302,7 @@ class Benchmark:
                 raise EntroRouterError(f"{router.name}: knobs differ between folds; they must not depend on the fit")
             folds.append((held, out))
         rows = [held for held, _ in folds]
-        spend = np.stack([self.planned_spend(held, out) for held, out in folds]) if c.pooling == "spend" else None
+        spend = np.stack([self.fold_spend(held, out) for held, out in folds]) if c.pooling == "spend" else None
         calibration = Calibration.from_outcomes(
             np.asarray(knobs),
             pool_folds([out.scores for _, out in folds], rows, spend),
@@ -347,13 +347,12 @@ class Benchmark:
         )
         return result
 
-    def planned_spend(self, held: np.ndarray, sweep: Sweep) -> np.ndarray:
-        """(G,) a fold router's mean predicted cost of its choices on its held-out rows ``held``, from a
-        cost predictor fitted on the other rows: what aligns the folds at equal spend."""
+    def fold_spend(self, held: np.ndarray, sweep: Sweep) -> np.ndarray:
+        """(G,) a fold router's :func:`planned_spend` on its held-out rows ``held``, priced by a cost
+        predictor fitted on the other rows: what aligns the folds at equal spend."""
         texts, table = self.train.texts, self.train.table
         predictor = CostPredictor().fit([t for t, h in zip(texts, held, strict=True) if not h], table.costs[~held])
-        predicted = predictor.predict([t for t, h in zip(texts, held, strict=True) if h])
-        return np.take_along_axis(predicted, sweep.answered.T, axis=1).mean(axis=0)
+        return planned_spend(predictor.predict([t for t, h in zip(texts, held, strict=True) if h]), sweep.answered)
 
     def legacy_point(self, val_sweep: Sweep, val: Split, test_sweep: Sweep) -> dict[str, Any]:
         """The old rule: bootstrap-quantile retention on one validation split (fold 0), measured on test."""

@@ -265,29 +265,35 @@ def spend_matched(certified_cost: np.ndarray, deployed_cost: np.ndarray) -> np.n
     return np.maximum(enough - 1, 0)
 
 
-def spend_aligned(planned_spend: np.ndarray, fold_sizes: np.ndarray) -> np.ndarray:
+def planned_spend(predicted_cost: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """(G,) a fold router's planned spend along its knobs: the mean predicted cost (n, K) of the
+    model it chose (G, n) for each of its held-out queries, at each knob."""
+    return np.take_along_axis(predicted_cost, answered.T, axis=1).mean(axis=0)
+
+
+def spend_aligned(fold_spend: np.ndarray, fold_sizes: np.ndarray) -> np.ndarray:
     """(F, G) for each of F fold routers and each point of a grid of G knobs, the fold's knob that
     pools into that point when folds are pooled at equal spend (the module doc's "spend").
 
-    ``planned_spend`` (F, G): each fold router's mean *predicted* cost of its choices on its
-    held-out queries at each knob; ``fold_sizes`` (F,): its held-out queries. Point g is the
-    folds' pooled planned spend at knob g (non-increasing); each fold takes its cheapest knob
-    that still plans to spend that much (:func:`spend_matched`)."""
-    levels = np.minimum.accumulate(np.average(planned_spend, axis=0, weights=fold_sizes))
-    return np.stack([spend_matched(levels, spend) for spend in planned_spend])
+    ``fold_spend`` (F, G): each fold router's :func:`planned_spend` on its held-out queries;
+    ``fold_sizes`` (F,): how many queries it held out. Point g is the folds' pooled planned
+    spend at knob g (non-increasing); each fold takes its cheapest knob that still plans to
+    spend that much (:func:`spend_matched`)."""
+    levels = np.minimum.accumulate(np.average(fold_spend, axis=0, weights=fold_sizes))
+    return np.stack([spend_matched(levels, spend) for spend in fold_spend])
 
 
 def pool_folds(
-    fold_values: Sequence[np.ndarray], fold_rows: Sequence[np.ndarray], planned_spend: np.ndarray | None = None
+    fold_values: Sequence[np.ndarray], fold_rows: Sequence[np.ndarray], fold_spend: np.ndarray | None = None
 ) -> np.ndarray:
     """(G, n) out-of-fold values: each fold router's (G, n_f) per-query values along its knobs,
     put in its rows (boolean masks over the n queries), pooled at the same knob, or with
-    ``planned_spend`` (F, G) at equal planned spend (:func:`spend_aligned`)."""
+    ``fold_spend`` (F, G) at equal planned spend (:func:`spend_aligned`)."""
     n_knobs = fold_values[0].shape[0]
-    if planned_spend is None:
+    if fold_spend is None:
         knobs = np.tile(np.arange(n_knobs), (len(fold_values), 1))
     else:
-        knobs = spend_aligned(planned_spend, np.array([rows.sum() for rows in fold_rows]))
+        knobs = spend_aligned(fold_spend, np.array([rows.sum() for rows in fold_rows]))
     pooled = np.empty((n_knobs, len(fold_rows[0])), dtype=fold_values[0].dtype)
     for values, rows, fold_knobs in zip(fold_values, fold_rows, knobs, strict=True):
         pooled[:, rows] = values[fold_knobs]

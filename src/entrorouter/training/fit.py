@@ -34,7 +34,7 @@ from entrorouter.features.encoders import make_encoder
 from entrorouter.policy.mlp import RoutingPolicy
 from entrorouter.policy.weights import PolicyEnsemble, policy_input_dim
 from entrorouter.router import Router
-from entrorouter.router.calibration import Calibration, lambda_grid, pool_folds
+from entrorouter.router.calibration import Calibration, lambda_grid, planned_spend, pool_folds
 from entrorouter.router.capability import FoldPlan
 from entrorouter.router.config import TrainConfig
 from entrorouter.router.model import capability_for
@@ -278,7 +278,7 @@ def fold_choices(
         inputs = fold_router.inputs(features[held], [t for t, h in zip(texts, held, strict=True) if h])
         answered = np.stack([realize(held_table, fold_router.rank(inputs, float(lam))[1]).answered for lam in grid])
         predicted_cost = inputs.cost * fold_router.cost_scale  # US$: each fold router has its own C
-        folds.append(FoldChoices(held, answered, np.take_along_axis(predicted_cost, answered.T, axis=1).mean(axis=0)))
+        folds.append(FoldChoices(held, answered, planned_spend(predicted_cost, answered)))
     return folds
 
 
