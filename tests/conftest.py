@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from entrorouter.data.datasets import DATA_DIR_ENV
+from entrorouter.router.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,9 +46,11 @@ FAST = {
     # No calibration curve (K more fits) unless a test needs one: then a fixed λ is required.
     "calibration_folds": 0,
     "lam": 0.1,
+    "policy_seeds": 1,  # a third of the default's policy training
 }
-#: FAST with the calibration curve, for routers that must accept a target retention.
-CALIBRATED = {**FAST, "calibration_folds": 3, "lam": None}
+#: FAST with the calibration curve, for routers that must accept a target retention, and the
+#: default number of policies (the saved router most routing tests route with).
+CALIBRATED = {**FAST, "calibration_folds": 3, "lam": None, "policy_seeds": TrainConfig.policy_seeds}
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +64,6 @@ def demo_table():
 def tiny_router(demo_table, tmp_path_factory):
     """A real router trained in a few seconds (hashed TF-IDF features), saved once."""
     from entrorouter.router import Router
-    from entrorouter.router.config import TrainConfig
 
     router = Router(TrainConfig(**CALIBRATED)).fit(demo_table.split("train"))
     path = tmp_path_factory.mktemp("routers") / "tiny"

@@ -12,8 +12,9 @@ from safetensors.numpy import load_file, save_file
 
 from entrorouter.errors import EntroRouterError
 from entrorouter.router import FORMAT_VERSION, Router
+from entrorouter.router.config import TrainConfig
 
-from .conftest import CALIBRATED
+from .conftest import CALIBRATED, FAST
 
 
 def test_route_returns_model_ranking_and_probabilities(tiny_router: Path, demo_table) -> None:
@@ -107,10 +108,9 @@ def test_load_errors(tiny_router: Path, tmp_path: Path) -> None:
         Router.load(path)
 
 
-def test_a_router_of_format_version_2_loads_its_lone_policy_as_member_0(
-    tiny_router: Path, demo_table, tmp_path: Path
-) -> None:
-    path = broken_copy(tiny_router, tmp_path)
+def test_a_router_of_format_version_2_loads_its_lone_policy_as_member_0(demo_table, tmp_path: Path) -> None:
+    lone = Router(TrainConfig(**FAST)).fit(demo_table.split("train")).save(tmp_path / "lone")
+    path = broken_copy(lone, tmp_path)
 
     def old_name(name: str) -> str:
         return name.replace("policy.0.", "policy.", 1)
@@ -118,12 +118,19 @@ def test_a_router_of_format_version_2_loads_its_lone_policy_as_member_0(
     tensors = load_file(str(path / "weights.safetensors"))
     save_file({old_name(k): v for k, v in tensors.items()}, str(path / "weights.safetensors"))
     config = json.loads((path / "config.json").read_text())
-    edit_config(path, format_version=2, tensors={old_name(k): v for k, v in config["tensors"].items()})
+    # Version 2 knew neither setting: its routers were trained with one policy, pooled at equal knob.
+    train_config = {k: v for k, v in config["train_config"].items() if k not in ("policy_seeds", "calibration_pooling")}
+    edit_config(
+        path,
+        format_version=2,
+        tensors={old_name(k): v for k, v in config["tensors"].items()},
+        train_config=train_config,
+    )
     assert "policy.head.bias" in json.loads((path / "config.json").read_text())["tensors"]
     queries = list(demo_table.split("test").queries[:20])
-    assert [r.model for r in Router.load(path).route(queries)] == [
-        r.model for r in Router.load(tiny_router).route(queries)
-    ]
+    loaded = Router.load(path)
+    assert (loaded.config.policy_seeds, loaded.config.calibration_pooling) == (1, "knob")
+    assert [r.model for r in loaded.route(queries)] == [r.model for r in Router.load(lone).route(queries)]
 
 
 def test_tensor_shape_mismatch_is_reported(tiny_router: Path, tmp_path: Path) -> None:
@@ -138,7 +145,7 @@ def test_tensor_shape_mismatch_is_reported(tiny_router: Path, tmp_path: Path) ->
     edit_config(path, train_config={**config["train_config"], "hidden": 7})
     save_file(load_file(str(tiny_router / "weights.safetensors")), str(path / "weights.safetensors"))
     with pytest.raises(
-        EntroRouterError, match=r"policy weights do not fit the policy \(1 member\(s\) of hidden widths"
+        EntroRouterError, match=r"policy weights do not fit the policy \(3 member\(s\) of hidden widths"
     ):
         Router.load(path)
     edit_config(path, train_config={**config["train_config"], "policy_seeds": 2})
@@ -161,9 +168,6 @@ def test_a_pool_mismatch_on_evaluate(tiny_router: Path, demo_table) -> None:
 
 
 def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
-    from entrorouter.router import Router
-    from entrorouter.router.config import TrainConfig
-
     table = demo_table.split("train")
     table.scores[:, 0] = np.nan
     table.costs[:, 0] = np.nan

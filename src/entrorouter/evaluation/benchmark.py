@@ -61,7 +61,7 @@ from entrorouter.features.cache import EmbeddingCache
 from entrorouter.features.encoders import make_encoder
 from entrorouter.router.calibration import Calibration, planned_spend, pool_folds
 from entrorouter.router.capability import FoldPlan
-from entrorouter.router.config import POOLINGS
+from entrorouter.router.config import POOLINGS, TrainConfig
 
 # The collapse story, in the paper's form: the policy starts from scratch (uniform) and
 # reads only the query embedding, so the Soft Anchor acts only through the KL term. Each
@@ -99,9 +99,10 @@ class BenchmarkConfig:
     """K of the cross-fitting over the training split (fold 0 is also the old rule's validation split)."""
     delta: float = 0.1
     """Risk level of the selection rule: the point misses the target with probability ≤ δ."""
-    pooling: str = "knob"
-    """How the fold routers' out-of-fold outcomes are pooled: at the same knob, or at equal
-    predicted spend ("spend"; :mod:`entrorouter.router.calibration`)."""
+    pooling: str = TrainConfig.calibration_pooling
+    """How every router's fold routers' out-of-fold outcomes are pooled: at equal predicted
+    spend ("spend") or at the same knob ("knob"); :mod:`entrorouter.router.calibration`. One
+    rule for all routers, EntroRouter's default."""
     seed: int = 0
     routers: Sequence[str] | None = None
     """Registry names to run (None: every applicable one)."""

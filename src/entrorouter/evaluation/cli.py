@@ -12,7 +12,7 @@ from pathlib import Path
 from entrorouter.batch.engines import ENGINES
 from entrorouter.data.cli import DATA_DIR_HELP
 from entrorouter.errors import EntroRouterError
-from entrorouter.router.config import POOLINGS
+from entrorouter.router.config import POOLINGS, TrainConfig
 from entrorouter.threads import limit_threads, usable_cores
 
 
@@ -78,8 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="knob",
-        help="pool the fold routers' out-of-fold outcomes at the same knob (default) or at equal predicted spend",
+        default=TrainConfig.calibration_pooling,
+        help="pool every router's fold routers at equal predicted spend (default) or at the same knob",
     )
     bench.add_argument("--seed", type=int, default=0, help="random seed of folds and routers (default 0)")
     bench.add_argument("--ablations", action="store_true", help="also run the EntroRouter ablations")
@@ -116,7 +116,6 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from entrorouter.data.datasets import BENCHMARK_DATASETS, DATASETS, dataset_name, load_source
     from entrorouter.data.io import check_output_location
     from entrorouter.evaluation.benchmark import BenchmarkConfig
-    from entrorouter.router.config import TrainConfig
 
     if not 0 < args.target_retention <= 1.5:
         raise EntroRouterError(f"--target-retention must be a fraction such as 0.983, got {args.target_retention}")

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 FORMAT = "entrorouter-router"
 FORMAT_VERSION = 3  # 2: calibration curve and training-query hashes; 3: policy members (policy.<j>.…)
 LONE_POLICY_VERSION = 2  # still read: its one policy (policy.…) is member 0
+#: Settings whose default has changed: a saved train_config without one was trained with the old value.
+FORMER_DEFAULTS = {"policy_seeds": 1, "calibration_pooling": "knob"}
 CONFIG_FILE, WEIGHTS_FILE, LOG_FILE = "config.json", "weights.safetensors", "training_log.jsonl"
 
 
@@ -325,7 +327,7 @@ class Router:
             )
         try:
             models = tuple(config["models"])
-            train_config = TrainConfig.from_dict(config["train_config"], source=str(config_path))
+            train_config = TrainConfig.from_dict({**FORMER_DEFAULTS, **config["train_config"]}, source=str(config_path))
             cost_scale = float(config["cost_scale"])
             expected_shapes = {as_member_0(k, version): tuple(v) for k, v in config["tensors"].items()}
             policy_meta = config["policy"]
