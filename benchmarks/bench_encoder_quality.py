@@ -66,8 +66,9 @@ def main() -> int:
     parser.add_argument(
         "--pooling",
         choices=POOLINGS,
-        default="knob",
-        help="how every router's fold routers are pooled into its out-of-fold curve (BenchmarkConfig.pooling)",
+        default=TrainConfig.calibration_pooling,
+        help="how every router's fold routers are pooled into its out-of-fold curve (BenchmarkConfig.pooling; "
+        f"default {TrainConfig.calibration_pooling})",
     )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS))
     parser.add_argument(
