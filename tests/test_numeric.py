@@ -67,7 +67,8 @@ def test_a_policy_ensemble_averages_its_members_logits_and_saves_each() -> None:
     x, lam = rng.standard_normal((5, 6)).astype(np.float32), np.full(5, 0.1, dtype=np.float32)
     anchor = rng.standard_normal((5, 3)).astype(np.float32)
     expected = np.mean([m.logits(x, lam) for m in members], axis=0) + anchor
-    np.testing.assert_allclose(ensemble.logits(x, lam, anchor), expected, rtol=1e-6)
+    np.testing.assert_allclose(ensemble.logits(x, lam, anchor), expected, rtol=1e-6)  # computed stacked
+    np.testing.assert_allclose(ensemble.logits(x[:1], lam[:1]), expected[:1] - anchor[:1], rtol=1e-6, atol=1e-6)
     # One member computes exactly as the lone policy.
     np.testing.assert_array_equal(PolicyEnsemble(members[:1]).logits(x, lam, anchor), members[0].logits(x, lam, anchor))
     tensors = ensemble.tensors()
