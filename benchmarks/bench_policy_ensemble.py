@@ -33,8 +33,8 @@ EMBEDDING_DIM, N_MODELS = 384, 11
 
 def random_policy(rng: np.random.Generator, config: TrainConfig) -> PolicyWeights:
     def layer(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-        weight = rng.standard_normal((n_out, n_in)).astype(np.float32) / np.sqrt(n_in)
-        return weight, rng.standard_normal(n_out).astype(np.float32) * 0.1
+        weight = rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+        return weight.astype(np.float32), (rng.standard_normal(n_out) * 0.1).astype(np.float32)
 
     width = policy_input_dim(EMBEDDING_DIM, N_MODELS, config.policy_input) + 2
     hidden = []

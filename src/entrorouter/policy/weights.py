@@ -158,12 +158,12 @@ class PolicyEnsemble:
         batch, (M, in, out) with biases (M, 1, out). Built on the first call."""
         per_member = [(*m.layers, m.head) for m in self.members]
         first = (
-            np.concatenate([layers[0][0].T for layers in per_member], axis=1),
+            np.ascontiguousarray(np.concatenate([layers[0][0] for layers in per_member]).T),
             np.concatenate([layers[0][1] for layers in per_member]),
         )
         later = [
             (
-                np.stack([layers[i][0].T for layers in per_member]),
+                np.ascontiguousarray(np.stack([layers[i][0] for layers in per_member]).transpose(0, 2, 1)),
                 np.stack([layers[i][1][None, :] for layers in per_member]),
             )
             for i in range(1, len(per_member[0]))
