@@ -124,8 +124,9 @@ class PolicyEnsemble:
     operating point; the mean of several moves less (``benchmarks/results/policy_seeds*.md``).
 
     Several members compute stacked, one matrix product per layer for all of them (the first
-    layer's weights side by side, the later ones as a batch): on one query three members
-    then cost little more than one, where member by member they took four times as long.
+    layer's weights side by side, the later ones as a batch): on one query three members then
+    cost twice what one does, where member by member they cost nearly four times
+    (``benchmarks/results/policy_ensemble.md``).
     """
 
     members: tuple[PolicyWeights, ...]
