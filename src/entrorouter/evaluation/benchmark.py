@@ -234,6 +234,7 @@ class Benchmark:
         self.test_sweeps: dict[str, Sweep] = {}  # kept for paired comparisons between routers
         self.legacy_results: dict[str, dict[str, Any]] = {}  # old-protocol results, reused by the ablations
         self.legacy_sweeps: dict[str, Sweep] = {}  # their test sweeps, for paired comparisons with one-fit routers
+        self.cost_predictors: dict[bytes, CostPredictor] = {}  # per set of training rows: see cost_predictor
 
     # ------------------------------------------------------------ one router
     def context(self, rows: np.ndarray, *, log_training: bool = True) -> RoutingContext:
@@ -242,7 +243,7 @@ class Benchmark:
         return RoutingContext(
             train=table,
             features=self.train.features[rows],
-            cost_predictor=CostPredictor().fit([str(q) for q in table.queries], table.costs),
+            cost_predictor=self.cost_predictor(rows),
             cost_scale=float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0,
             seed=self.config.seed,
             fold_plan=self.fold_plan.subset(rows),
@@ -348,12 +349,20 @@ class Benchmark:
         )
         return result
 
+    def cost_predictor(self, rows: np.ndarray) -> CostPredictor:
+        """The cost predictor fitted on the training rows ``rows`` (a boolean mask), fitted once per
+        set of rows: every router fitted on a fold's rows, and the pooling, price with the same one."""
+        key = rows.tobytes()
+        if key not in self.cost_predictors:
+            texts = [t for t, keep in zip(self.train.texts, rows, strict=True) if keep]
+            self.cost_predictors[key] = CostPredictor().fit(texts, self.train.table.costs[rows])
+        return self.cost_predictors[key]
+
     def fold_spend(self, held: np.ndarray, sweep: Sweep) -> np.ndarray:
-        """(G,) a fold router's :func:`planned_spend` on its held-out rows ``held``, priced by a cost
-        predictor fitted on the other rows: what aligns the folds at equal spend."""
-        texts, table = self.train.texts, self.train.table
-        predictor = CostPredictor().fit([t for t, h in zip(texts, held, strict=True) if not h], table.costs[~held])
-        return planned_spend(predictor.predict([t for t, h in zip(texts, held, strict=True) if h]), sweep.answered)
+        """(G,) a fold router's :func:`planned_spend` on its held-out rows ``held``, priced by the cost
+        predictor of the other rows (the fold router's own): what aligns the folds at equal spend."""
+        held_texts = [t for t, h in zip(self.train.texts, held, strict=True) if h]
+        return planned_spend(self.cost_predictor(~held).predict(held_texts), sweep.answered)
 
     def legacy_point(self, val_sweep: Sweep, val: Split, test_sweep: Sweep) -> dict[str, Any]:
         """The old rule: bootstrap-quantile retention on one validation split (fold 0), measured on test."""
