@@ -6,7 +6,9 @@ A router with ``policy_seeds: 3`` (the default) routes with the mean of three po
 logits. :class:`~entrorouter.policy.weights.PolicyEnsemble` computes them stacked (one
 matrix product per layer for all members); this measures that against one policy and
 against the three computed one after another, side by side in one process, on one query
-(what the gateway pays per request) and on a batch of 64. Policies of the default shape
+(what the gateway pays per request) and on a batch of 64; and what each further λ costs a
+sweep, which computes the first layer's λ-free part once per query
+(:meth:`~entrorouter.policy.weights.PolicyEnsemble.first_layer`). Policies of the default shape
 (two hidden layers of 256) for an 11-model pool fed MiniLM's 384-dimensional embedding with
 the capability and cost estimates; random weights, as the arithmetic does not depend on them.
 Reports medians of 2,000 calls (200 for the batch) after a warm-up, and the machine's load.
@@ -80,6 +82,9 @@ def main() -> int:
             "one policy": median_seconds(lone.logits, inputs, repeats),
             f"{len(members)} member by member": median_seconds(one_by_one, inputs, repeats),
             f"{len(members)} stacked": median_seconds(stacked.logits, inputs, repeats),
+            f"{len(members)} stacked, each further λ": median_seconds(
+                stacked.logits_from, (stacked.first_layer(x), lam, anchor), repeats
+            ),
         }
         rows.append((n, timings))
     load_after = os.getloadavg()[0]

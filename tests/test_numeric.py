@@ -44,6 +44,18 @@ def test_policy_weights_compute_the_trained_policy() -> None:
     np.testing.assert_array_equal(again.logits(x, lam, anchor), weights.logits(x, lam, anchor))
 
 
+def test_a_policy_without_hidden_layers_computes_the_same_in_numpy() -> None:
+    torch.manual_seed(0)
+    policy = RoutingPolicy(5, 3, n_layers=0)
+    nn.init.normal_(policy.head.weight)
+    x = np.random.default_rng(2).standard_normal((4, 5)).astype(np.float32)
+    lam = np.array([0, 0.1, 1, 2], dtype=np.float32)
+    with torch.no_grad():
+        expected = policy(torch.from_numpy(x), torch.from_numpy(lam)).numpy()
+    np.testing.assert_allclose(policy.weights().logits(x, lam), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(PolicyEnsemble((policy.weights(),)).logits(x, lam), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_policy_weights_that_do_not_form_one_network_are_refused() -> None:
     tensors = RoutingPolicy(6, 3, hidden=8).weights().tensors()
     for broken in (
@@ -67,10 +79,17 @@ def test_a_policy_ensemble_averages_its_members_logits_and_saves_each() -> None:
     x, lam = rng.standard_normal((5, 6)).astype(np.float32), np.full(5, 0.1, dtype=np.float32)
     anchor = rng.standard_normal((5, 3)).astype(np.float32)
     expected = np.mean([m.logits(x, lam) for m in members], axis=0) + anchor
-    np.testing.assert_allclose(ensemble.logits(x, lam, anchor), expected, rtol=1e-6)  # computed stacked
+    np.testing.assert_allclose(ensemble.logits(x, lam, anchor), expected, rtol=1e-6, atol=1e-6)  # computed stacked
     np.testing.assert_allclose(ensemble.logits(x[:1], lam[:1]), expected[:1] - anchor[:1], rtol=1e-6, atol=1e-6)
-    # One member computes exactly as the lone policy.
-    np.testing.assert_array_equal(PolicyEnsemble(members[:1]).logits(x, lam, anchor), members[0].logits(x, lam, anchor))
+    np.testing.assert_allclose(
+        PolicyEnsemble(members[:1]).logits(x, lam, anchor), members[0].logits(x, lam, anchor), rtol=1e-6, atol=1e-6
+    )
+    # The λ-free first layer, computed once, serves every λ (it is what a sweep reuses).
+    first_layer = ensemble.first_layer(x)
+    for value in (0.0, 0.5, 2.0):
+        at = np.full(5, value, dtype=np.float32)
+        expected_at = np.mean([m.logits(x, at) for m in members], axis=0)
+        np.testing.assert_allclose(ensemble.logits_from(first_layer, at), expected_at, rtol=1e-6, atol=1e-6)
     tensors = ensemble.tensors()
     again = PolicyEnsemble.from_tensors(tensors, lam_min=1e-3, lam_max=2.0)
     np.testing.assert_array_equal(again.logits(x, lam, anchor), ensemble.logits(x, lam, anchor))

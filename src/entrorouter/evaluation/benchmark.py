@@ -108,6 +108,9 @@ class BenchmarkConfig:
     """Registry names to run (None: every applicable one)."""
     ablations: bool = False
     """Also train the EntroRouter ablation variants."""
+    training_logs: bool = True
+    """Keep the training logs of the fits whose logs the report reads (fold 0 and the final fit).
+    The resplit study reads none, and a log costs a validation pass per training step."""
     encoder: str = "minilm"
     selection_quantile: float = 0.2
     """The old rule's bootstrap quantile of validation retention (reported beside the new rule)."""
@@ -247,7 +250,7 @@ class Benchmark:
             cost_scale=float(table.model_stats().loc[table.strongest_model(), "mean_cost"]) or 1.0,
             seed=self.config.seed,
             fold_plan=self.fold_plan.subset(rows),
-            log_training=log_training,
+            log_training=log_training and self.config.training_logs,
         )
 
     def sweep(self, router: BenchmarkRouter, split: Split) -> Sweep:

@@ -94,7 +94,7 @@ def _one_resplit(
     bench = Benchmark(
         table.subset(~test),
         table.subset(test),
-        replace(config, seed=r, ablations=False),
+        replace(config, seed=r, ablations=False, training_logs=False),
         dataset=dataset,
         progress=progress,
     )

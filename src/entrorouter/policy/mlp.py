@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from entrorouter.policy.weights import PolicyWeights, lam_features
 
@@ -45,11 +46,31 @@ class RoutingPolicy(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, features: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual."""
-        x = torch.cat([features, lam_features(lam, self.lam_min, self.lam_max)], dim=1)
-        logits = self.head(self.body(x))
+    def forward(
+        self,
+        features: torch.Tensor,
+        lam: torch.Tensor,
+        anchor: torch.Tensor | None = None,
+        *,
+        first_layer: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual.
+        ``first_layer`` may pass :meth:`first_layer` of ``features``, computed once for many λ."""
+        h = self.first_layer(features) if first_layer is None else first_layer
+        h = h + F.linear(lam_features(lam, self.lam_min, self.lam_max), self.first.weight[:, self.in_dim :])
+        logits = self.head(self.body[1:](h)) if len(self.body) else h
         return logits if anchor is None else logits + anchor
+
+    def first_layer(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, width) the first layer on ``features`` without its λ features' share: what every
+        λ shares (:meth:`PolicyEnsemble.first_layer <entrorouter.policy.weights.PolicyEnsemble.first_layer>`
+        is the same in NumPy)."""
+        return F.linear(features, self.first.weight[:, : self.in_dim], self.first.bias)
+
+    @property
+    def first(self) -> nn.Linear:
+        """The Linear that reads the input and λ's features (the head when there is no hidden layer)."""
+        return self.body[0] if len(self.body) else self.head
 
     def weights(self) -> PolicyWeights:
         """A copy of the current weights, for routing (the same function in eval mode)."""

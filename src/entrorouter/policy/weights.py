@@ -123,10 +123,12 @@ class PolicyEnsemble:
     of cost from seed to seed, and that noise reaches the calibration curve and the chosen
     operating point; the mean of several moves less (``benchmarks/results/policy_seeds*.md``).
 
-    Several members compute stacked, one matrix product per layer for all of them (the first
+    The members compute stacked, one matrix product per layer for all of them (the first
     layer's weights side by side, the later ones as a batch): on one query three members then
     cost twice what one does, where member by member they cost nearly four times
-    (``benchmarks/results/policy_ensemble.md``).
+    (``benchmarks/results/policy_ensemble.md``). The first layer's share that reads the query,
+    not λ, is :meth:`first_layer`: a router computes it once per query
+    (:class:`~entrorouter.router.model.RoutingInputs`) and a sweep over λ reuses it.
     """
 
     members: tuple[PolicyWeights, ...]
@@ -140,28 +142,33 @@ class PolicyEnsemble:
         return self.members[0].n_models
 
     def logits(self, x: np.ndarray, lam: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
-        """As :meth:`PolicyWeights.logits`; one member computes exactly as a lone policy."""
-        if len(self.members) == 1:
-            return self.members[0].logits(x, lam, anchor)
-        (first_weight, first_bias), later = self._stacked
-        n, n_members = len(x), len(self.members)
-        h = np.concatenate([x, lam_features(lam, self.members[0].lam_min, self.members[0].lam_max)], axis=1)
-        h = h @ first_weight + first_bias  # (n, M·width): every member's first layer at once
-        h = h.reshape(n, n_members, -1).transpose(1, 0, 2)  # (M, n, width)
+        """As :meth:`PolicyWeights.logits`."""
+        return self.logits_from(self.first_layer(x), lam, anchor)
+
+    def first_layer(self, x: np.ndarray) -> np.ndarray:
+        """(n, M·width) every member's first layer on ``x`` without its λ features' share: the
+        part of a query's computation that does not depend on λ, so a sweep computes it once."""
+        (weight, _, bias), _ = self._stacked
+        return x @ weight + bias
+
+    def logits_from(self, first_layer: np.ndarray, lam: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`logits` from :meth:`first_layer`'s output, for (n,) λ."""
+        (_, lam_weight, _), later = self._stacked
+        member = self.members[0]
+        h = first_layer + lam_features(lam, member.lam_min, member.lam_max) @ lam_weight
+        h = h.reshape(len(h), len(self.members), -1).transpose(1, 0, 2)  # (M, n, width)
         for weight, bias in later:  # (M, in, out), (M, 1, out)
             h = gelu(h) @ weight + bias
         logits = h.mean(axis=0)
         return logits if anchor is None else logits + anchor
 
     @functools.cached_property
-    def _stacked(self) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
-        """The members' layers stacked: the first side by side, (in, M·out); each later one as a
-        batch, (M, in, out) with biases (M, 1, out). Built on the first call."""
+    def _stacked(self) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+        """The members' layers stacked: the first side by side, split into the columns that read
+        the input (in, M·out) and those that read λ's features (2, M·out), with its bias; each
+        later layer as a batch, (M, in, out) with biases (M, 1, out). Built on the first call."""
         per_member = [(*m.layers, m.head) for m in self.members]
-        first = (
-            np.ascontiguousarray(np.concatenate([layers[0][0] for layers in per_member]).T),
-            np.concatenate([layers[0][1] for layers in per_member]),
-        )
+        first = np.concatenate([layers[0][0] for layers in per_member]).T  # (in + 2, M·out)
         later = [
             (
                 np.ascontiguousarray(np.stack([layers[i][0] for layers in per_member]).transpose(0, 2, 1)),
@@ -169,7 +176,12 @@ class PolicyEnsemble:
             )
             for i in range(1, len(per_member[0]))
         ]
-        return first, later
+        split = (
+            np.ascontiguousarray(first[:-2]),
+            np.ascontiguousarray(first[-2:]),
+            np.concatenate([layers[0][1] for layers in per_member]),
+        )
+        return split, later
 
     def tensors(self) -> dict[str, np.ndarray]:
         """Member j's tensors under ``<j>.`` (as the bagged success nets are saved)."""

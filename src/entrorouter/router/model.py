@@ -64,11 +64,14 @@ class RouteResult:
 @dataclass(frozen=True)
 class RoutingInputs:
     """What the policy sees for a batch of queries, all known before any call is made:
-    embeddings, capability estimates â and predicted cost ĉ / C (no realised outcome)."""
+    embeddings, capability estimates â and predicted cost ĉ / C (no realised outcome); and
+    the part of the policy's first layer that reads them, which every λ shares
+    (:meth:`PolicyEnsemble.first_layer`), so routing at many λ computes it once."""
 
     features: np.ndarray
     capability: np.ndarray
     cost: np.ndarray
+    policy_first_layer: np.ndarray
 
 
 class Router:
@@ -115,9 +118,12 @@ class Router:
     def inputs(self, features: np.ndarray, texts: Sequence[str]) -> RoutingInputs:
         """Routing inputs for embedded queries (independent of λ: compute once, route at many λ)."""
         self.check_fitted()
-        return RoutingInputs(
-            features, self.capability.predict(features), self.cost_predictor.predict(list(texts)) / self.cost_scale
+        capability = self.capability.predict(features)
+        cost = self.cost_predictor.predict(list(texts)) / self.cost_scale
+        x = policy_input(
+            *(np.asarray(a, dtype=np.float32) for a in (features, capability, cost)), self.config.policy_input
         )
+        return RoutingInputs(features, capability, cost, self.policy.first_layer(x))
 
     # ------------------------------------------------------------------- fit
     def fit(
@@ -159,16 +165,17 @@ class Router:
         if (lam_values < 0).any() or not np.isfinite(lam_values).all():
             raise EntroRouterError(f"λ must be a finite number >= 0, got {lam!r}")
         lam32 = lam_values.astype(np.float32)
-        features, capability, cost = (
-            np.asarray(a, dtype=np.float32) for a in (inputs.features, inputs.capability, inputs.cost)
-        )
         anchor = (
-            anchor_logits(capability, cost, lam32, self.config.anchor_temperature)
+            anchor_logits(
+                np.asarray(inputs.capability, dtype=np.float32),
+                np.asarray(inputs.cost, dtype=np.float32),
+                lam32,
+                self.config.anchor_temperature,
+            )
             if self.config.anchor_residual
             else None
         )
-        x = policy_input(features, capability, cost, self.config.policy_input)
-        return softmax(self.policy.logits(x, lam32, anchor))
+        return softmax(self.policy.logits_from(inputs.policy_first_layer, lam32, anchor))
 
     def rank(
         self, inputs: RoutingInputs, lam: float | Sequence[float] | None = None, *, cost_weight: float = 0.0

@@ -158,10 +158,13 @@ class Trainer:
     def anchor(self, data: RoutingData, lam: torch.Tensor) -> torch.Tensor:
         return anchor_logits(data.capability, data.cost_pred, lam, self.config.anchor_temperature)
 
-    def logits(self, data: RoutingData, lam: torch.Tensor) -> torch.Tensor:
+    def logits(self, data: RoutingData, lam: torch.Tensor, first_layer: torch.Tensor | None = None) -> torch.Tensor:
+        """The policy's logits; ``first_layer`` may pass :meth:`first_layer` of ``data``."""
         anchor = self.anchor(data, lam) if self.config.anchor_residual else None
-        x = policy_input(data.features, data.capability, data.cost_pred, self.config.policy_input)
-        return self.policy(x, lam, anchor)
+        return self.policy(self.policy_input(data), lam, anchor, first_layer=first_layer)
+
+    def policy_input(self, data: RoutingData) -> torch.Tensor:
+        return policy_input(data.features, data.capability, data.cost_pred, self.config.policy_input)
 
     def batches(self, n: int) -> list[torch.Tensor]:
         return list(torch.randperm(n, generator=self.generator).split(self.batch_size))
@@ -171,10 +174,11 @@ class Trainer:
         """Mean validation reward of greedy routing over a λ grid: the early-stopping score."""
         self.policy.eval()
         data, n = self.val, len(self.val)
+        first_layer = self.policy.first_layer(self.policy_input(data))  # shared by every λ
         rewards = []
         for lam_value in self.val_lams:
             lam = torch.full((n,), float(lam_value))
-            choice = route_first_observed(self.logits(data, lam), data.observed)
+            choice = route_first_observed(self.logits(data, lam, first_layer), data.observed)
             rewards.append(float(data.rewards(lam).gather(1, choice[:, None]).mean()))
         self.policy.train()
         return float(np.mean(rewards))
