@@ -110,6 +110,53 @@ def test_knn_predicts_from_the_k_nearest_training_queries() -> None:
     np.testing.assert_allclose(knn.predict(queries[:1]), expected[:1], rtol=1e-5)  # alone as in a batch
 
 
+def weights_of_the_k_nearest(sims: np.ndarray, k: int) -> np.ndarray:
+    """Each training row's weight among the k nearest: 1 above the k-th similarity, and the
+    places left shared equally by the rows tied at it (copies of one text tie exactly)."""
+    kth = np.sort(sims, axis=1)[:, ::-1][:, k - 1 : k]
+    above = sims > kth + 1e-9
+    tied = np.abs(sims - kth) <= 1e-9
+    left = k - above.sum(1, keepdims=True)
+    return above + tied * left / tied.sum(1, keepdims=True)
+
+
+def test_copies_of_a_training_query_share_the_kth_place() -> None:
+    """Copies of one text tie for every query: where they straddle the k-th place, each place
+    gets their mean outcome, so the estimate depends neither on the rows' order nor on how a
+    batch rounds the similarities (which copy was taken used to)."""
+    x, s = clustered(120)
+    s[::7, 0] = np.nan
+    x[40:50] = x[3]  # ten copies of query 3, with outcomes of their own
+    x[60:64] = x[4]  # and four of query 4
+    knn = KnnCapability(k=8, prior_strength=2.0, n_clusters=2)
+    oof = knn.fit(x, s)
+    queries = np.concatenate([x[3:5] + 0.01, clustered(30, seed=2)[0]])  # the copies are nearest
+
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float64)  # noqa: E731
+    observed = ~np.isnan(s)
+    filled = np.where(observed, s, 0.0)
+    weights = weights_of_the_k_nearest(unit(queries) @ unit(x).T, 8)
+    straddled = ((weights > 0) & (weights < 1)).any(axis=1)
+    assert straddled[0] and straddled[2:].any()  # eleven copies for 8 places; others by chance
+    prior = knn._prior(knn._assign(unit(queries).astype(np.float32)))
+    expected = (weights @ filled + 2.0 * prior) / (weights @ observed + 2.0)
+    np.testing.assert_allclose(knn.predict(queries), expected, rtol=1e-5)
+    one_by_one = np.concatenate([knn.predict(q[None]) for q in queries])
+    np.testing.assert_array_equal(one_by_one, knn.predict(queries))
+
+    # Leave-one-out: a copy's estimate keeps the other copies, never its own outcome.
+    sims = unit(x) @ unit(x).T
+    np.fill_diagonal(sims, -np.inf)
+    weights = weights_of_the_k_nearest(sims, 8)
+    own_prior = knn._prior(knn._assign(unit(x).astype(np.float32)), own_sum=filled, own_count=observed)
+    expected = (weights @ filled + 2.0 * own_prior) / (weights @ observed + 2.0)
+    np.testing.assert_allclose(oof, expected, rtol=1e-5)
+
+    shuffled = np.random.default_rng(0).permutation(len(x))
+    again = KnnCapability(k=8, prior_strength=2.0, n_clusters=2)
+    np.testing.assert_allclose(again.fit(x[shuffled], s[shuffled]), oof[shuffled], rtol=1e-5)
+
+
 def test_knn_fit_final_predicts_as_fit_does() -> None:
     x, s = clustered()
     queries = clustered(20, seed=1)[0]

@@ -105,6 +105,68 @@ def kmeans(x: np.ndarray, n_clusters: int, seed: int, iterations: int = 25) -> n
     return c
 
 
+@dataclass(frozen=True)
+class NeighbourGroups:
+    """The kNN's training rows, those with identical embeddings (copies of one text) merged.
+
+    Copies tie exactly for every query, and which of them the k nearest took depended on how
+    their similarities rounded, which changes with the batch size and BLAS thread count: a
+    query's estimate changed with what it was routed beside. A group has one similarity, and
+    one that straddles the k-th place gives its rows' mean outcome to each place it fills:
+    the same k neighbours, with nothing left to chance.
+    """
+
+    vectors: np.ndarray  # (G, d) one per distinct embedding, in order of first occurrence
+    hits: np.ndarray  # (G, K) the group's summed scores (missing outcomes count 0)
+    observed: np.ndarray  # (G, K) how many of its rows have an outcome
+    size: np.ndarray  # (G,) its rows
+    of_row: np.ndarray  # (n,) each training row's group
+
+    @classmethod
+    def build(cls, train_x: np.ndarray, filled: np.ndarray, observed: np.ndarray) -> NeighbourGroups:
+        rows = np.ascontiguousarray(train_x)
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        of_row = rank[inverse.ravel()]
+        vectors = rows if len(first) == len(rows) else rows[first[order]]
+        hits = np.zeros((len(first), filled.shape[1]), dtype=np.float32)
+        counts = np.zeros_like(hits)
+        np.add.at(hits, of_row, filled)
+        np.add.at(counts, of_row, observed)
+        return cls(vectors, hits, counts, np.bincount(of_row, minlength=len(first)).astype(np.float32), of_row)
+
+    def first(
+        self,
+        k: int,
+        top: np.ndarray,
+        sims: np.ndarray,
+        *,
+        own: np.ndarray | None = None,
+        own_hits: np.ndarray | None = None,
+        own_observed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Summed outcomes (n, K) and their counts over each query's k nearest rows.
+
+        ``top`` (n, t): groups that hold them, with similarities ``sims``; nearer first, equal
+        similarities in group order. ``own`` (n,): each query's group when it is a training
+        row, whose own outcomes (``own_hits``, ``own_observed``) leave that group.
+        """
+        order = np.lexsort((top, -sims), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        hits, observed, size = self.hits[top], self.observed[top], self.size[top]
+        if own is not None:
+            mine = (top == own[:, None]).astype(np.float32)
+            hits = hits - mine[..., None] * own_hits[:, None, :]
+            observed = observed - mine[..., None] * own_observed[:, None, :]
+            size = size - mine
+        before = np.cumsum(size, axis=1) - size
+        share = np.clip(k - before, 0.0, size) / np.maximum(size, 1.0)  # of each group's rows
+        return np.einsum("nt,ntk->nk", share, hits), np.einsum("nt,ntk->nk", share, observed)
+
+
 class KnnCapability(CapabilityEstimator):
     name = "knn"
 
@@ -123,6 +185,7 @@ class KnnCapability(CapabilityEstimator):
         self.global_sum: np.ndarray | None = None  # (K,)
         self.global_count: np.ndarray | None = None  # (K,)
         self._outcomes: tuple[np.ndarray, np.ndarray] | None = None
+        self._groups: NeighbourGroups | None = None
 
     def fit(self, features: np.ndarray, scores: np.ndarray, plan: FoldPlan | None = None) -> np.ndarray:
         # Leave-one-out needs no folds: each training query's own outcome is removed from
@@ -143,7 +206,7 @@ class KnnCapability(CapabilityEstimator):
         each training query's cluster."""
         self.train_x = normalise(features)
         self.train_scores = scores.astype(np.float32)
-        self._outcomes = None
+        self._outcomes = self._groups = None
         filled, observed = self._neighbour_outcomes()
         self.global_sum = filled.sum(0)
         self.global_count = observed.sum(0)
@@ -160,13 +223,15 @@ class KnnCapability(CapabilityEstimator):
         """Estimates for new queries, in NumPy (:mod:`entrorouter.numeric` says why)."""
         x = normalise(features)
         prior = self._prior(self._assign(x))
-        filled, observed = self._neighbour_outcomes()
+        groups = self._neighbour_groups()
         k = min(self.k, len(self.train_x))
-        out = np.empty((len(x), filled.shape[1]), dtype=np.float32)
+        n_top = min(k, len(groups.vectors))
+        out = np.empty((len(x), groups.hits.shape[1]), dtype=np.float32)
         for start in range(0, len(x), 1024):
-            sims = x[start : start + 1024] @ self.train_x.T
-            idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # the k most similar, in no order
-            out[start : start + 1024] = self._smoothed(filled[idx], observed[idx], prior[start : start + 1024])
+            sims = x[start : start + 1024] @ groups.vectors.T
+            top = np.argpartition(-sims, n_top - 1, axis=1)[:, :n_top]  # the most similar, in no order
+            hits, observed = groups.first(k, top, np.take_along_axis(sims, top, axis=1))
+            out[start : start + 1024] = self._smoothed(hits, observed, prior[start : start + 1024])
         return out
 
     def _assign(self, x: np.ndarray) -> np.ndarray:
@@ -194,32 +259,42 @@ class KnnCapability(CapabilityEstimator):
             self._outcomes = (filled, observed.astype(np.float32))
         return self._outcomes
 
+    def _neighbour_groups(self) -> NeighbourGroups:
+        if self._groups is None:
+            self._groups = NeighbourGroups.build(self.train_x, *self._neighbour_outcomes())
+        return self._groups
+
     def _leave_one_out(self, prior: np.ndarray) -> np.ndarray:
-        """``fit``'s estimates for the training rows, each without its own outcome. In torch: on
-        thousands of rows its top-k was 5x faster than NumPy's partition (1024 x 10,000 sims)."""
+        """``fit``'s estimates for the training rows, each without its own outcome (its copies
+        are other rows, and stay neighbours). In torch: on thousands of rows its top-k was 5x
+        faster than NumPy's partition (1024 x 10,000 sims)."""
         import torch
 
         from entrorouter.training.nets import as_float_tensor
 
-        train = as_float_tensor(self.train_x)
-        filled, observed = (torch.from_numpy(a) for a in self._neighbour_outcomes())
-        k = min(self.k, len(train) - 1)
-        out = np.empty((len(train), filled.shape[1]), dtype=np.float32)
-        for start in range(0, len(train), 1024):
-            chunk = train[start : start + 1024]
-            sims = chunk @ train.T
-            rows = torch.arange(len(chunk))
-            sims[rows, rows + start] = -torch.inf  # not its own neighbour
-            idx = sims.topk(k, dim=1).indices
-            out[start : start + 1024] = self._smoothed(
-                filled[idx].numpy(), observed[idx].numpy(), prior[start : start + 1024]
+        groups = self._neighbour_groups()
+        vectors = as_float_tensor(groups.vectors)
+        filled, observed = self._neighbour_outcomes()
+        k = min(self.k, len(self.train_x) - 1)
+        n_top = min(k, len(groups.vectors))
+        out = np.empty((len(self.train_x), filled.shape[1]), dtype=np.float32)
+        for start in range(0, len(self.train_x), 1024):
+            rows = np.arange(start, min(start + 1024, len(self.train_x)))
+            own = groups.of_row[rows]
+            sims = as_float_tensor(self.train_x[rows]) @ vectors.T
+            alone = groups.size[own] == 1
+            sims[torch.from_numpy(np.flatnonzero(alone)), torch.from_numpy(own[alone])] = -torch.inf
+            top = sims.topk(n_top, dim=1)
+            hits, seen = groups.first(
+                k, top.indices.numpy(), top.values.numpy(), own=own, own_hits=filled[rows], own_observed=observed[rows]
             )
+            out[rows] = self._smoothed(hits, seen, prior[rows])
         return out
 
     def _smoothed(self, hits: np.ndarray, observed: np.ndarray, prior: np.ndarray) -> np.ndarray:
         """The neighbours' mean score with ``prior_strength`` pseudo-observations of ``prior``;
-        ``hits``/``observed``: (n, k, K) neighbour outcomes (0 where missing) and 0/1 mask."""
-        return (hits.sum(1) + self.prior_strength * prior) / (observed.sum(1) + self.prior_strength)
+        ``hits``/``observed``: (n, K) summed neighbour outcomes (0 where missing) and counts."""
+        return (hits + self.prior_strength * prior) / (observed + self.prior_strength)
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -235,7 +310,7 @@ class KnnCapability(CapabilityEstimator):
     def load_tensors(self, tensors: dict[str, np.ndarray]) -> None:
         for key, value in tensors.items():
             setattr(self, key, value)
-        self._outcomes = None
+        self._outcomes = self._groups = None
 
 
 # --------------------------------------------------------------------- MLP
