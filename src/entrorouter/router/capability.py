@@ -138,7 +138,7 @@ class NeighbourGroups:
         np.add.at(counts, of_row, observed)
         return cls(vectors, hits, counts, np.bincount(of_row, minlength=len(first)).astype(np.float32), of_row)
 
-    def first(
+    def k_nearest(
         self,
         k: int,
         top: np.ndarray,
@@ -230,7 +230,7 @@ class KnnCapability(CapabilityEstimator):
         for start in range(0, len(x), 1024):
             sims = x[start : start + 1024] @ groups.vectors.T
             top = np.argpartition(-sims, n_top - 1, axis=1)[:, :n_top]  # the most similar, in no order
-            hits, observed = groups.first(k, top, np.take_along_axis(sims, top, axis=1))
+            hits, observed = groups.k_nearest(k, top, np.take_along_axis(sims, top, axis=1))
             out[start : start + 1024] = self._smoothed(hits, observed, prior[start : start + 1024])
         return out
 
@@ -285,7 +285,7 @@ class KnnCapability(CapabilityEstimator):
             alone = groups.size[own] == 1
             sims[torch.from_numpy(np.flatnonzero(alone)), torch.from_numpy(own[alone])] = -torch.inf
             top = sims.topk(n_top, dim=1)
-            hits, seen = groups.first(
+            hits, seen = groups.k_nearest(
                 k, top.indices.numpy(), top.values.numpy(), own=own, own_hits=filled[rows], own_observed=observed[rows]
             )
             out[rows] = self._smoothed(hits, seen, prior[rows])
