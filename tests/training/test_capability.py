@@ -123,7 +123,7 @@ def weights_of_the_k_nearest(sims: np.ndarray, k: int) -> np.ndarray:
 def test_copies_of_a_training_query_share_the_kth_place() -> None:
     """Copies of one text tie for every query: where they straddle the k-th place, each place
     gets their mean outcome, so the estimate depends neither on the rows' order nor on how a
-    batch rounds the similarities (which copy was taken used to)."""
+    batch rounds the similarities (which decided which copy was taken)."""
     x, s = clustered(120)
     s[::7, 0] = np.nan
     x[40:50] = x[3]  # ten copies of query 3, with outcomes of their own
