@@ -199,8 +199,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.engine != "local":
         embed_on_engine(list(tables.values()), args.encoder, args.engine, args.ray_address)
     if args.resplits:
-        for name, table in tables.items():
-            run_resplit_study(table, config, args.resplits, outs[name], dataset=name, command=command, jobs=jobs)
+        run_resplit_studies(tables, config, args.resplits, outs, command=command, jobs=jobs)
     else:
         run_fixed_splits(tables, config, outs, command=command, jobs=jobs)
     return 0
@@ -253,38 +252,49 @@ def run_fixed_splits(tables: dict, config, outs: dict[str, Path], *, command: st
             raise
 
 
-def run_resplit_study(table, config, n_resplits: int, out: Path, *, dataset: str, command: str, jobs: int = 1) -> dict:
-    import numpy as np
+def run_resplit_studies(
+    tables: dict, config, n_resplits: int, outs: dict[str, Path], *, command: str, jobs: int
+) -> None:
+    """The resplit study of every table (:func:`~entrorouter.evaluation.resplits.run_resplit_studies`):
+    each table's resplits.json and resplits.md are written as soon as its last resplit is done,
+    and again at the end with the whole study's time."""
     from tqdm.auto import tqdm
 
     from entrorouter.data.atomic import write_text_atomic
-    from entrorouter.evaluation.resplits import render_resplits, run_resplits
+    from entrorouter.evaluation.resplits import render_resplits, run_resplit_studies
 
-    test_fraction = float(np.mean(table.splits == "test"))
-    started = time.perf_counter()
-    with tqdm(desc=f"{dataset} resplits", unit="step", leave=True) as bar:
+    def write(study: dict) -> None:
+        out = outs[study["dataset"]]
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "resplits.json", json.dumps(study, indent=1) + "\n")
+        write_text_atomic(out / "resplits.md", render_resplits(study, command=command))
+
+    def report(study: dict) -> None:
+        write(study)
+        line = (
+            f"{study['dataset']}: {n_resplits} resplits done after {study['finished_after_seconds'] / 60:.1f} min; "
+            f"results in {outs[study['dataset']]}"
+        )
+        entro = study["summary"].get("entrorouter")
+        if entro:
+            line += (
+                f"; EntroRouter violations {entro['violations']}/{n_resplits}, "
+                f"mean cost reduction {entro['mean_cost_reduction']:.1%}"
+            )
+        tqdm.write(line)
+
+    with tqdm(desc="resplits", total=n_resplits * len(tables), unit="resplit", leave=True) as bar:
 
         def say(message: str) -> None:
             bar.set_postfix_str(message[:70])
-            bar.update()
+            if " resplits done " in message:
+                bar.update()
 
-        study = run_resplits(
-            table, config, n_resplits=n_resplits, test_fraction=test_fraction, dataset=dataset, jobs=jobs, progress=say
-        )
-    seconds = time.perf_counter() - started
-    study["seconds"] = seconds
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "resplits.json", json.dumps(study, indent=1) + "\n")
-    write_text_atomic(out / "resplits.md", render_resplits(study, command=command, seconds=seconds))
-    entro = study["summary"].get("entrorouter")
-    summary = f"{dataset}: {n_resplits} resplits in {seconds / 60:.1f} min; results in {out}"
-    if entro:
-        summary += (
-            f"; EntroRouter violations {entro['violations']}/{n_resplits}, "
-            f"mean cost reduction {entro['mean_cost_reduction']:.1%}"
-        )
-    print(summary)
-    return study
+        studies = run_resplit_studies(tables, config, n_resplits=n_resplits, jobs=jobs, progress=say, on_study=report)
+    for study in studies.values():
+        write(study)  # now with the whole study's time
+    total = next(iter(studies.values()))["study_seconds"]
+    print(f"resplit study of {', '.join(studies)}: {n_resplits * len(studies)} resplits in {total / 60:.1f} min")
 
 
 def run_one(train, test, config, out: Path, *, dataset: str, command: str, progress_bar: bool = True) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -34,51 +35,97 @@ from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 from entrorouter.threads import limit_threads
 
 
-def run_resplits(
-    table: OutcomeTable,
+def run_resplit_studies(
+    tables: dict[str, OutcomeTable],
     config: BenchmarkConfig,
     *,
     n_resplits: int,
-    test_fraction: float,
-    dataset: str,
     jobs: int = 1,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """The study of the module doc; returns the resplits.json content.
+    on_study: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The study of the module doc on every table; returns each one's resplits.json content.
 
-    With ``jobs`` > 1 that many worker processes run resplits side by side, one thread
-    each, torch's and NumPy's (a resplit is one long single-threaded job; the machine's
-    cores are the parallelism). Every resplit has its own seeds, so the results do not
-    depend on ``jobs``.
+    Each table is resplit with its fixed split's test share. With ``jobs`` > 1 that many
+    worker processes run resplits side by side, one thread each, torch's and NumPy's (a
+    resplit is one long single-threaded job; the machine's cores are the parallelism), and
+    the resplits of *all* tables share one queue, the biggest table's first: a worker that
+    finishes a table's last resplit goes on with the next table instead of waiting for the
+    other worker, and the queue ends with the shortest resplits. Every resplit has its own
+    seeds, so the results depend neither on ``jobs`` nor on the order. ``on_study`` gets a
+    table's study as soon as its last resplit is done (so a long run writes as it goes).
     """
     say = progress or (lambda message: None)
+    order = sorted(tables, key=lambda name: -tables[name].n_queries)  # queries, not models, take the time
+    fractions = {name: float(np.mean(tables[name].splits == "test")) for name in order}
+    tasks = [(name, r) for name in order for r in range(n_resplits)]
+    done: dict[str, dict[int, tuple[dict[str, dict[str, Any]], float]]] = {name: {} for name in order}
+    studies: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+
+    def finished(name: str, r: int, result: tuple[dict[str, dict[str, Any]], float]) -> None:
+        done[name][r] = result
+        say(f"{sum(map(len, done.values()))}/{len(tasks)} resplits done ({name} {len(done[name])}/{n_resplits})")
+        if len(done[name]) == n_resplits:
+            per_split, seconds = zip(*(done[name][i] for i in range(n_resplits)), strict=True)
+            studies[name] = {
+                "dataset": name,
+                "n_resplits": n_resplits,
+                "test_fraction": fractions[name],
+                "n_queries": tables[name].n_queries,
+                "target_retention": config.target_retention,
+                "delta": config.delta,
+                "folds": config.folds,
+                "encoder": config.encoder,
+                "jobs": max(jobs, 1),
+                "queue": order,
+                "resplit_seconds": list(seconds),
+                "finished_after_seconds": time.perf_counter() - started,
+                "summary": summarise(list(per_split), config.target_retention, config.delta),
+                "resplits": list(per_split),
+            }
+            if on_study is not None:
+                on_study(studies[name])
+
     if jobs <= 1:
-        per_split = [
-            _one_resplit(
-                table, config, r, test_fraction, dataset, lambda m, r=r: say(f"resplit {r + 1}/{n_resplits}: {m}")
+        for name, r in tasks:
+            step = f"{name} resplit {r + 1}/{n_resplits}"
+            finished(
+                name,
+                r,
+                _timed_resplit(tables[name], config, r, fractions[name], name, lambda m, s=step: say(f"{s}: {m}")),
             )
-            for r in range(n_resplits)
-        ]
     else:
         context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(1,)) as pool:
-            futures = [pool.submit(_one_resplit, table, config, r, test_fraction, dataset) for r in range(n_resplits)]
-            say(f"running {n_resplits} resplits, {jobs} at a time")
-            for done, _ in enumerate(as_completed(futures), start=1):
-                say(f"{done}/{n_resplits} resplits done ({jobs} at a time)")
-            per_split = [future.result() for future in futures]
-    return {
-        "dataset": dataset,
-        "n_resplits": n_resplits,
-        "test_fraction": test_fraction,
-        "n_queries": table.n_queries,
-        "target_retention": config.target_retention,
-        "delta": config.delta,
-        "folds": config.folds,
-        "encoder": config.encoder,
-        "summary": summarise(per_split, config.target_retention, config.delta),
-        "resplits": per_split,
-    }
+            futures = {
+                pool.submit(_timed_resplit, tables[name], config, r, fractions[name], name): (name, r)
+                for name, r in tasks
+            }
+            say(f"running {len(tasks)} resplits, {jobs} at a time")
+            try:
+                for future in as_completed(futures):
+                    finished(*futures[future], future.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    for study in studies.values():
+        study["study_seconds"] = time.perf_counter() - started
+    return {name: studies[name] for name in order}
+
+
+def _timed_resplit(
+    table: OutcomeTable,
+    config: BenchmarkConfig,
+    r: int,
+    test_fraction: float,
+    dataset: str,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """:func:`_one_resplit` and the seconds it took (in the process that ran it)."""
+    started = time.perf_counter()
+    per_router = _one_resplit(table, config, r, test_fraction, dataset, progress)
+    return per_router, time.perf_counter() - started
 
 
 def _one_resplit(
@@ -153,17 +200,19 @@ def mean_interval(values: np.ndarray) -> dict[str, Any]:
     return {"mean": mean, "ci": [mean - half, mean + half]}
 
 
-def render_resplits(study: dict[str, Any], *, command: str, seconds: float) -> str:
-    """resplits.md: the violation rates and cost reductions of every router."""
+def render_resplits(study: dict[str, Any], *, command: str) -> str:
+    """resplits.md: the violation rates and cost reductions of every router, and what the study took."""
     target, delta = study["target_retention"], study["delta"]
     summary = study["summary"]
     lines = [
         f"# Resplit study: {study['dataset']}",
         "",
-        f"Generated by `{command}` in {seconds / 60:.1f} min: {study['n_resplits']} random train/test resplits "
+        f"Generated by `{command}`: {study['n_resplits']} random train/test resplits "
         f"of all {study['n_queries']} queries (stratified by task, {study['test_fraction']:.0%} test, split seeds "
         f"10000–{10_000 + study['n_resplits'] - 1}, router seed = resplit index), {study['folds']}-fold "
         f"cross-fitting, target {target:.1%} of the strongest model, δ = {delta}, encoder {study['encoder']}.",
+        "",
+        time_taken(study),
         "",
         f"A violation is a resplit whose held-out retention at the chosen point is below {target:.1%}. The rule "
         f"promises a violation rate ≤ δ = {delta}; the p-value is P(at least this many violations) if the true rate "
@@ -192,3 +241,21 @@ def render_resplits(study: dict[str, Any], *, command: str, seconds: float) -> s
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def time_taken(study: dict[str, Any]) -> str:
+    """What the study took: this table's resplits, and the whole queue they ran in."""
+    seconds = study["resplit_seconds"]
+    text = (
+        f"Time: {len(seconds)} resplits of {np.median(seconds) / 60:.1f} min each (median; "
+        f"{sum(seconds) / 60:.1f} min of one thread in all)"
+    )
+    queue, jobs = study["queue"], study["jobs"]
+    if len(queue) > 1 or jobs > 1:
+        text += (
+            f"; the resplits of {', '.join(queue)} ran in one queue, {jobs} at a time, and this table's last one "
+            f"was done after {study['finished_after_seconds'] / 60:.1f} min"
+        )
+        if "study_seconds" in study:
+            text += f" of the study's {study['study_seconds'] / 60:.1f}"
+    return text + "."

@@ -260,17 +260,15 @@ class Trainer:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                with torch.no_grad():
-                    anchor_logp = F.log_softmax(self.anchor(batch, lam), dim=1)
-                    self.record(
-                        "sft",
-                        {
-                            "epoch": epoch,
-                            "loss": float(loss),
+                metrics: dict[str, Any] = {"epoch": epoch, "loss": float(loss.detach())}
+                if self.log is not None:  # nothing else needs these: computed only to be logged
+                    with torch.no_grad():
+                        anchor_logp = F.log_softmax(self.anchor(batch, lam), dim=1)
+                        metrics |= {
                             "entropy": float(entropy(logp).mean()),
                             "kl_anchor": float(kl(logp, anchor_logp).mean()),
-                        },
-                    )
+                        }
+                self.record("sft", metrics)
                 self.bar.update()
             self.keep_if_best("sft")
 
