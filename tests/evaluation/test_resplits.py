@@ -46,3 +46,19 @@ def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
     report = render_resplits(study, command="entrorouter benchmark --resplits 2")
     assert "| knn |" in report and "| logistic |" in report
     assert "the resplits of slice, small ran in one queue, 2 at a time" in report
+
+
+def test_the_cli_writes_the_study_of_each_dataset(data_dir: Path, tmp_path: Path) -> None:
+    from entrorouter.cli import main
+
+    out = tmp_path / "reports"
+    flags = ["--resplits", "1", "--routers", "knn,cascade", "--encoder", "hashed-tfidf", "--folds", "2", "--jobs", "1"]
+    code = main(
+        ["benchmark", "--dataset", "routerbench_subset", *flags, "--data-dir", str(data_dir), "--out", str(out)]
+    )
+    assert code == 0
+    study = json.loads((out / "resplits.json").read_text())
+    assert study["dataset"] == "routerbench_subset" and study["n_resplits"] == 1
+    assert set(study["summary"]) == {"knn", "cascade"} and study["finished_after_seconds"] <= study["study_seconds"]
+    report = (out / "resplits.md").read_text()
+    assert "Time: 1 resplit of " in report and "| cascade |" in report

@@ -261,7 +261,7 @@ def run_resplit_studies(
     from tqdm.auto import tqdm
 
     from entrorouter.data.atomic import write_text_atomic
-    from entrorouter.evaluation.resplits import render_resplits, run_resplit_studies
+    from entrorouter.evaluation.resplits import plural, render_resplits, run_resplit_studies
 
     def write(study: dict) -> None:
         out = outs[study["dataset"]]
@@ -272,8 +272,8 @@ def run_resplit_studies(
     def report(study: dict) -> None:
         write(study)
         line = (
-            f"{study['dataset']}: {n_resplits} resplits done after {study['finished_after_seconds'] / 60:.1f} min; "
-            f"results in {outs[study['dataset']]}"
+            f"{study['dataset']}: {plural(n_resplits, 'resplit')} done after "
+            f"{study['finished_after_seconds'] / 60:.1f} min; results in {outs[study['dataset']]}"
         )
         entro = study["summary"].get("entrorouter")
         if entro:
@@ -283,18 +283,19 @@ def run_resplit_studies(
             )
         tqdm.write(line)
 
-    with tqdm(desc="resplits", total=n_resplits * len(tables), unit="resplit", leave=True) as bar:
+    with tqdm(desc="resplits", unit="step", leave=True) as bar:
 
         def say(message: str) -> None:
             bar.set_postfix_str(message[:70])
-            if " resplits done " in message:
-                bar.update()
+            bar.update()
 
         studies = run_resplit_studies(tables, config, n_resplits=n_resplits, jobs=jobs, progress=say, on_study=report)
     for study in studies.values():
         write(study)  # now with the whole study's time
     total = next(iter(studies.values()))["study_seconds"]
-    print(f"resplit study of {', '.join(studies)}: {n_resplits * len(studies)} resplits in {total / 60:.1f} min")
+    print(
+        f"resplit study of {', '.join(studies)}: {plural(n_resplits * len(studies), 'resplit')} in {total / 60:.1f} min"
+    )
 
 
 def run_one(train, test, config, out: Path, *, dataset: str, command: str, progress_bar: bool = True) -> dict:

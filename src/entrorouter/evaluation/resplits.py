@@ -247,7 +247,7 @@ def time_taken(study: dict[str, Any]) -> str:
     """What the study took: this table's resplits, and the whole queue they ran in."""
     seconds = study["resplit_seconds"]
     text = (
-        f"Time: {len(seconds)} resplits of {np.median(seconds) / 60:.1f} min each (median; "
+        f"Time: {plural(len(seconds), 'resplit')} of {np.median(seconds) / 60:.1f} min each (median; "
         f"{sum(seconds) / 60:.1f} min of one thread in all)"
     )
     queue, jobs = study["queue"], study["jobs"]
@@ -259,3 +259,7 @@ def time_taken(study: dict[str, Any]) -> str:
         if "study_seconds" in study:
             text += f" of the study's {study['study_seconds'] / 60:.1f}"
     return text + "."
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
