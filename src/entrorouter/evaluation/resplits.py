@@ -93,13 +93,13 @@ def run_resplit_studies(
             finished(
                 name,
                 r,
-                _timed_resplit(tables[name], config, r, fractions[name], name, lambda m, s=step: say(f"{s}: {m}")),
+                _one_resplit(tables[name], config, r, fractions[name], name, lambda m, s=step: say(f"{s}: {m}")),
             )
     else:
         context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=limit_threads, initargs=(1,)) as pool:
             futures = {
-                pool.submit(_timed_resplit, tables[name], config, r, fractions[name], name): (name, r)
+                pool.submit(_one_resplit, tables[name], config, r, fractions[name], name): (name, r)
                 for name, r in tasks
             }
             say(f"running {len(tasks)} resplits, {jobs} at a time")
@@ -114,20 +114,6 @@ def run_resplit_studies(
     return {name: studies[name] for name in order}
 
 
-def _timed_resplit(
-    table: OutcomeTable,
-    config: BenchmarkConfig,
-    r: int,
-    test_fraction: float,
-    dataset: str,
-    progress: Callable[[str], None] | None = None,
-) -> tuple[dict[str, dict[str, Any]], float]:
-    """:func:`_one_resplit` and the seconds it took (in the process that ran it)."""
-    started = time.perf_counter()
-    per_router = _one_resplit(table, config, r, test_fraction, dataset, progress)
-    return per_router, time.perf_counter() - started
-
-
 def _one_resplit(
     table: OutcomeTable,
     config: BenchmarkConfig,
@@ -135,8 +121,10 @@ def _one_resplit(
     test_fraction: float,
     dataset: str,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Resplit ``r``: the benchmark protocol on a fresh stratified split; per router, its figures."""
+) -> tuple[dict[str, dict[str, Any]], float]:
+    """Resplit ``r``: the benchmark protocol on a fresh stratified split; per router, its figures,
+    and the seconds the resplit took (in the process that ran it)."""
+    started = time.perf_counter()
     test = stratified_resplit(table, test_fraction, seed=10_000 + r)
     bench = Benchmark(
         table.subset(~test),
@@ -145,7 +133,7 @@ def _one_resplit(
         dataset=dataset,
         progress=progress,
     )
-    return {
+    figures = {
         name: {
             "retained": res["retained"],
             "cost_reduction": res["cost_reduction"],
@@ -156,6 +144,7 @@ def _one_resplit(
         }
         for name, res in bench.run_routers().items()
     }
+    return figures, time.perf_counter() - started
 
 
 def summarise(per_split: list[dict[str, dict[str, Any]]], target: float, delta: float) -> dict[str, Any]:
