@@ -46,18 +46,15 @@ class RoutingPolicy(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
-    def forward(
-        self,
-        features: torch.Tensor,
-        lam: torch.Tensor,
-        anchor: torch.Tensor | None = None,
-        *,
-        first_layer: torch.Tensor | None = None,
+    def forward(self, features: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual."""
+        return self.from_first_layer(self.first_layer(features), lam, anchor)
+
+    def from_first_layer(
+        self, first_layer: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual.
-        ``first_layer`` may pass :meth:`first_layer` of ``features``, computed once for many λ."""
-        h = self.first_layer(features) if first_layer is None else first_layer
-        h = h + F.linear(lam_features(lam, self.lam_min, self.lam_max), self.first.weight[:, self.in_dim :])
+        """:meth:`forward` from :meth:`first_layer`'s output, computed once for many λ."""
+        h = first_layer + F.linear(lam_features(lam, self.lam_min, self.lam_max), self.first.weight[:, self.in_dim :])
         logits = self.head(self.body[1:](h)) if len(self.body) else h
         return logits if anchor is None else logits + anchor
 

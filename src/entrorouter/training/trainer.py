@@ -161,7 +161,9 @@ class Trainer:
     def logits(self, data: RoutingData, lam: torch.Tensor, first_layer: torch.Tensor | None = None) -> torch.Tensor:
         """The policy's logits; ``first_layer`` may pass :meth:`first_layer` of ``data``."""
         anchor = self.anchor(data, lam) if self.config.anchor_residual else None
-        return self.policy(self.policy_input(data), lam, anchor, first_layer=first_layer)
+        if first_layer is None:
+            return self.policy(self.policy_input(data), lam, anchor)
+        return self.policy.from_first_layer(first_layer, lam, anchor)
 
     def policy_input(self, data: RoutingData) -> torch.Tensor:
         return policy_input(data.features, data.capability, data.cost_pred, self.config.policy_input)
