@@ -221,11 +221,13 @@ def run_fixed_splits(tables: dict, config, outs: dict[str, Path], *, command: st
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from entrorouter.evaluation.resplits import biggest_first
+
     if jobs <= 1 or len(tables) <= 1:
         for name, table in tables.items():
             run_one(table.split("train"), table.split("test"), config, outs[name], dataset=name, command=command)
         return
-    biggest_first = sorted(tables, key=lambda name: -tables[name].n_queries)  # queries, not models, take the time
+    order = biggest_first(tables)
     context = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads
     with ProcessPoolExecutor(
         min(jobs, len(tables)), mp_context=context, initializer=limit_threads, initargs=(1,)
@@ -242,7 +244,7 @@ def run_fixed_splits(tables: dict, config, outs: dict[str, Path], *, command: st
                 command=command,
                 progress_bar=False,
             )
-            for name in biggest_first
+            for name in order
         ]
         try:
             for future in as_completed(futures):

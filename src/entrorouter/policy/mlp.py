@@ -48,9 +48,9 @@ class RoutingPolicy(nn.Module):
 
     def forward(self, features: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (n, K); ``anchor`` (n, K) logits are added when the policy is residual."""
-        return self.from_first_layer(self.first_layer(features), lam, anchor)
+        return self.logits_from(self.first_layer(features), lam, anchor)
 
-    def from_first_layer(
+    def logits_from(
         self, first_layer: torch.Tensor, lam: torch.Tensor, anchor: torch.Tensor | None = None
     ) -> torch.Tensor:
         """:meth:`forward` from :meth:`first_layer`'s output, computed once for many λ."""

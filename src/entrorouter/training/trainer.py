@@ -163,7 +163,7 @@ class Trainer:
         anchor = self.anchor(data, lam) if self.config.anchor_residual else None
         if first_layer is None:
             return self.policy(self.policy_input(data), lam, anchor)
-        return self.policy.from_first_layer(first_layer, lam, anchor)
+        return self.policy.logits_from(first_layer, lam, anchor)
 
     def policy_input(self, data: RoutingData) -> torch.Tensor:
         return policy_input(data.features, data.capability, data.cost_pred, self.config.policy_input)
