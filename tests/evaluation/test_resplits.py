@@ -48,17 +48,32 @@ def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
     assert "the resplits of slice, small ran in one queue, 2 at a time" in report
 
 
-def test_the_cli_writes_the_study_of_each_dataset(data_dir: Path, tmp_path: Path) -> None:
+def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(data_dir: Path, tmp_path: Path) -> None:
+    """The study's resplits.md, and the fixed split's report.md in the same folder gains its violation rates."""
     from entrorouter.cli import main
+    from entrorouter.evaluation.report import render_report
 
     out = tmp_path / "reports"
-    flags = ["--resplits", "1", "--routers", "knn,cascade", "--encoder", "hashed-tfidf", "--folds", "2", "--jobs", "1"]
-    code = main(
-        ["benchmark", "--dataset", "routerbench_subset", *flags, "--data-dir", str(data_dir), "--out", str(out)]
+    flags = ["--routers", "knn,cascade", "--encoder", "hashed-tfidf", "--folds", "2", "--jobs", "1"]
+    source = ["--dataset", "routerbench_subset", "--data-dir", str(data_dir), "--out", str(out)]
+    assert main(["benchmark", *source, *flags]) == 0
+    assert "Not measured for this run: `entrorouter benchmark --dataset routerbench_subset --resplits 10" in (
+        (out / "report.md").read_text()
     )
-    assert code == 0
+    assert main(["benchmark", *source, *flags, "--resplits", "1"]) == 0
     study = json.loads((out / "resplits.json").read_text())
     assert study["dataset"] == "routerbench_subset" and study["n_resplits"] == 1
     assert set(study["summary"]) == {"knn", "cascade"} and study["finished_after_seconds"] <= study["study_seconds"]
     report = (out / "resplits.md").read_text()
     assert "Time: 1 resplit of " in report and "| cascade |" in report
+    table = report[report.index("A violation is") :]
+    fixed_split = (out / "report.md").read_text()
+    assert "## The guarantee over resplits" in fixed_split and table in fixed_split
+    assert "## Headline: cost reduction at 98.3% retention" in fixed_split  # the rest of the report is kept
+
+    results = json.loads((out / "results.json").read_text())
+    assert main(["benchmark", *source, *flags]) == 0  # a rerun of the fixed split reads the study beside it
+    assert table in (out / "report.md").read_text()
+    results["config"]["folds"] = 3
+    other = render_report(results, command=results["command"], seconds=1.0, resplit_study=study)
+    assert "was run with other settings (folds 2 (this run: 3))" in other and table not in other

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from entrorouter.baselines.base import REGISTRY
+from entrorouter.evaluation.resplits import study_protocol, time_taken, violation_table
+
+# What a resplit study must share with a fixed-split run to check that run's rule.
+STUDY_SETTINGS = ("target_retention", "delta", "encoder", "folds")
 
 
 def _pct(x: float) -> str:
@@ -104,7 +108,45 @@ def one_fit_rows(results: dict[str, Any], target: float) -> list[str]:
     return [*lines, ""]
 
 
-def render_report(results: dict[str, Any], *, command: str, seconds: float) -> str:
+def resplit_rows(results: dict[str, Any], study: dict[str, Any] | None) -> list[str]:
+    """The check of the guarantee: the violation rates of the resplit study beside this report.
+
+    One fixed split draws the test set once, so it cannot say how often the chosen point
+    misses the target; the resplit study (`benchmark --resplits N`, resplits.json in the same
+    folder) can, and is summarised here when it was run with this run's settings.
+    """
+    lines = ["## The guarantee over resplits", ""]
+    rerun = f"`entrorouter benchmark --dataset {results['dataset']} --resplits 10 --out <this folder>`"
+    if study is None:
+        return [
+            *lines,
+            f"Not measured for this run: {rerun} repeats the protocol on 10 random train/test resplits and adds "
+            "every router's violation rate here and in resplits.md.",
+            "",
+        ]
+    ours = results["config"]
+    differ = [f"{key} {study[key]} (this run: {ours[key]})" for key in STUDY_SETTINGS if study[key] != ours[key]]
+    if study["dataset"] != results["dataset"] or differ:
+        what = ", ".join(differ) or f"dataset {study['dataset']}"
+        return [
+            *lines,
+            f"The resplit study beside this report was run with other settings ({what}), so it does not check "
+            f"this run's rule: rerun {rerun}.",
+            "",
+        ]
+    return [
+        *lines,
+        f"From resplits.json beside this report (resplits.md has its command): {study_protocol(study)}. "
+        + time_taken(study),
+        "",
+        *violation_table(study),
+    ]
+
+
+def render_report(
+    results: dict[str, Any], *, command: str, seconds: float, resplit_study: dict[str, Any] | None = None
+) -> str:
+    """report.md of a fixed-split run; ``resplit_study``: the resplits.json of the same folder, if any."""
     cfg = results["config"]
     routers = results["routers"]
     target = cfg["target_retention"]
@@ -182,6 +224,7 @@ def render_report(results: dict[str, Any], *, command: str, seconds: float) -> s
                 f"{max(baselines.values(), key=lambda r: r['aiq'])['aiq']:.4f} (the best baseline by AIQ)."
             )
         lines += [*verdict, "", *hindsight_rows(results, routers, target)]
+    lines += resplit_rows(results, resplit_study)
     if "one_fit" in results:
         lines += one_fit_rows(results, target)
     if "ablations" in results:
