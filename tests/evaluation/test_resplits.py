@@ -77,3 +77,7 @@ def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(data
     results["config"]["folds"] = 3
     other = render_report(results, command=results["command"], seconds=1.0, resplit_study=study)
     assert "was run with other settings (folds 2 (this run: 3))" in other and table not in other
+    results["config"]["folds"] = 2
+    del study["queue"]  # a study written before the one queue of all datasets
+    older = render_report(results, command=results["command"], seconds=1.0, resplit_study=study)
+    assert "lacks the field 'queue': rerun `entrorouter benchmark --dataset routerbench_subset" in older

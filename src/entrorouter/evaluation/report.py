@@ -125,22 +125,25 @@ def resplit_rows(results: dict[str, Any], study: dict[str, Any] | None) -> list[
             "",
         ]
     ours = results["config"]
-    differ = [f"{key} {study[key]} (this run: {ours[key]})" for key in STUDY_SETTINGS if study[key] != ours[key]]
-    if study["dataset"] != results["dataset"] or differ:
-        what = ", ".join(differ) or f"dataset {study['dataset']}"
+    try:
+        differ = [f"{key} {study[key]} (this run: {ours[key]})" for key in STUDY_SETTINGS if study[key] != ours[key]]
+        if study["dataset"] != results["dataset"] or differ:
+            what = ", ".join(differ) or f"dataset {study['dataset']}"
+            return [
+                *lines,
+                f"The resplit study beside this report was run with other settings ({what}), so it does not check "
+                f"this run's rule: rerun {rerun}.",
+                "",
+            ]
         return [
             *lines,
-            f"The resplit study beside this report was run with other settings ({what}), so it does not check "
-            f"this run's rule: rerun {rerun}.",
+            f"From resplits.json beside this report (resplits.md has its command): {study_protocol(study)}. "
+            + time_taken(study),
             "",
+            *violation_table(study),
         ]
-    return [
-        *lines,
-        f"From resplits.json beside this report (resplits.md has its command): {study_protocol(study)}. "
-        + time_taken(study),
-        "",
-        *violation_table(study),
-    ]
+    except KeyError as missing:  # written by an older version, or edited by hand
+        return [*lines, f"The resplits.json beside this report lacks the field {missing}: rerun {rerun}.", ""]
 
 
 def render_report(
