@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from bench_gateway import KEY, GatewayProcess, prompt, train_demo_router
+from bench_gateway import KEY, entrorouter_gateway, prompt, train_demo_router
+from entrorouter.data.atomic import write_text_atomic
 from entrorouter.testing.fake_backend import FakeBackend
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -77,15 +78,15 @@ def main() -> int:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        router = train_demo_router(work / "router")
+        router = train_demo_router(work / "router", encoder="minilm")
         from entrorouter.router import Router
 
         models = Router.load(router).models
         with (
             FakeBackend(dict.fromkeys(models, 0.7), subprocess=True, lifetime_s=3600) as fake,
-            GatewayProcess(work, router, fake.base_url, models, threads=1) as gateway,
+            entrorouter_gateway(work, router, fake.base_url, models, workers=1) as gateway,
         ):
-            pids = process_tree(gateway.process.pid)
+            pids = process_tree(gateway.pid)
             idle_rss = memory_mb(pids, "VmRSS")
             cpu_before = cpu_seconds(pids)
             seconds = asyncio.run(send(gateway.url, args.requests))
@@ -102,21 +103,23 @@ def main() -> int:
         ("CPU per routed request (gateway + router)", f"{1000 * cpu / args.requests:.1f} ms"),
         ("routed requests/s per CPU core (1 / CPU per request)", f"{args.requests / cpu:.0f}"),
     ]
+    load_end = os.getloadavg()[0]
+    busy = max(load_start, load_end) > (os.cpu_count() or 1)
+    contention = ": other jobs competed for the cores, so throughput is a floor" if busy else ""
     lines = [
         "# Gateway replica sizing",
         "",
         f"`benchmarks/bench_deploy.py --requests {args.requests}`: `entrorouter serve` with a MiniLM router "
         f"(demo pool, one torch thread) and a fake backend in its own process, on {os.cpu_count()} shared cores "
-        f"(load average "
-        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other jobs competed for the cores, so "
-        "throughput is a floor; CPU per request counts only the gateway's own processes).",
+        f"(load average {load_start:.1f} at the start, {load_end:.1f} at the end{contention}; CPU per request "
+        "counts only the gateway's own processes).",
         "",
         "| measure | value |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in rows),
         "",
     ]
-    args.out.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(args.out, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
