@@ -124,26 +124,30 @@ def resplit_rows(results: dict[str, Any], study: dict[str, Any] | None) -> list[
             "every router's violation rate here and in resplits.md.",
             "",
         ]
-    ours = results["config"]
-    try:
-        differ = [f"{key} {study[key]} (this run: {ours[key]})" for key in STUDY_SETTINGS if study[key] != ours[key]]
-        if study["dataset"] != results["dataset"] or differ:
-            what = ", ".join(differ) or f"dataset {study['dataset']}"
-            return [
-                *lines,
-                f"The resplit study beside this report was run with other settings ({what}), so it does not check "
-                f"this run's rule: rerun {rerun}.",
-                "",
-            ]
-        return [
-            *lines,
-            f"From resplits.json beside this report (resplits.md has its command): {study_protocol(study)}. "
-            + time_taken(study),
-            "",
-            *violation_table(study),
-        ]
+    ours = {"dataset": results["dataset"], **{key: results["config"][key] for key in STUDY_SETTINGS}}
+    try:  # a KeyError below can only be the study's
+        return [*lines, *study_rows(study, ours, rerun)]
     except KeyError as missing:  # written by an older version, or edited by hand
         return [*lines, f"The resplits.json beside this report lacks the field {missing}: rerun {rerun}.", ""]
+
+
+def study_rows(study: dict[str, Any], ours: dict[str, Any], rerun: str) -> list[str]:
+    """The study's protocol, time and violation table, or why it does not check this run
+    (``ours``: this run's dataset and STUDY_SETTINGS)."""
+    differ = [f"{key} {study[key]} (this run: {ours[key]})" for key in STUDY_SETTINGS if study[key] != ours[key]]
+    if study["dataset"] != ours["dataset"] or differ:
+        what = ", ".join(differ) or f"dataset {study['dataset']}"
+        return [
+            f"The resplit study beside this report was run with other settings ({what}), so it does not check "
+            f"this run's rule: rerun {rerun}.",
+            "",
+        ]
+    return [
+        f"From resplits.json beside this report (resplits.md has its command): {study_protocol(study)}. "
+        + time_taken(study),
+        "",
+        *violation_table(study),
+    ]
 
 
 def render_report(
