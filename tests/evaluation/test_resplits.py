@@ -48,7 +48,9 @@ def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
     assert "the resplits of slice, small ran in one queue, 2 at a time" in report
 
 
-def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(data_dir: Path, tmp_path: Path) -> None:
+def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The study's resplits.md, and the fixed split's report.md in the same folder gains its violation rates."""
     from entrorouter.cli import main
     from entrorouter.evaluation.report import render_report
@@ -81,3 +83,14 @@ def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(data
     del study["queue"]  # a study written before the one queue of all datasets
     older = render_report(results, command=results["command"], seconds=1.0, resplit_study=study)
     assert "lacks the field 'queue': rerun `entrorouter benchmark --dataset routerbench_subset" in older
+
+    del results["strongest_accuracy"]  # a results.json edited by hand: the study is kept, the report untouched
+    (out / "results.json").write_text(json.dumps(results))
+    (out / "resplits.json").unlink()
+    before = (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["benchmark", *source, *flags, "--resplits", "1"]) == 0
+    warning = capsys.readouterr().err
+    assert f"{out / 'results.json'} lacks the field 'strongest_accuracy'" in warning
+    assert warning.count("lacks the field") == 1  # once, though the study writes its files twice
+    assert (out / "resplits.json").exists() and (out / "report.md").read_text() == before

@@ -266,19 +266,29 @@ def run_resplit_studies(
     from entrorouter.evaluation.report import render_report
     from entrorouter.evaluation.resplits import plural, render_resplits, run_resplit_studies
 
+    unrendered: set[Path] = set()  # fixed splits whose report.md cannot be rendered (warned once)
+
     def write(study: dict) -> None:
         out = outs[study["dataset"]]
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "resplits.json", json.dumps(study, indent=1) + "\n")
         write_text_atomic(out / "resplits.md", render_resplits(study, command=command))
         fixed_split = read_earlier_results(out / "results.json")
-        if fixed_split and "command" in fixed_split:  # its report.md gains the study's violation rates
-            write_text_atomic(
-                out / "report.md",
-                render_report(
-                    fixed_split, command=fixed_split["command"], seconds=fixed_split["seconds"], resplit_study=study
-                ),
+        if not fixed_split or "command" not in fixed_split or out in unrendered:
+            return
+        try:  # its report.md gains the study's violation rates
+            report = render_report(
+                fixed_split, command=fixed_split["command"], seconds=fixed_split["seconds"], resplit_study=study
             )
+        except KeyError as missing:  # edited by hand: the study is kept, the report left as it was
+            unrendered.add(out)
+            print(
+                f"warning: {out / 'results.json'} lacks the field {missing}, so {out / 'report.md'} is left as it "
+                f"was; rerun the fixed split (`{fixed_split['command']}`) to add this study to it",
+                file=sys.stderr,
+            )
+            return
+        write_text_atomic(out / "report.md", report)
 
     def report(study: dict) -> None:
         write(study)
