@@ -277,7 +277,7 @@ def run_resplit_studies(
         if not fixed_split or "command" not in fixed_split or out in unrendered:
             return
         try:  # its report.md gains the study's violation rates
-            report = render_report(
+            text = render_report(
                 fixed_split, command=fixed_split["command"], seconds=fixed_split["seconds"], resplit_study=study
             )
         except KeyError as missing:  # edited by hand: the study is kept, the report left as it was
@@ -288,7 +288,7 @@ def run_resplit_studies(
                 file=sys.stderr,
             )
             return
-        write_text_atomic(out / "report.md", report)
+        write_text_atomic(out / "report.md", text)
 
     def report(study: dict) -> None:
         write(study)
