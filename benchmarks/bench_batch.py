@@ -18,8 +18,8 @@ Measured, one torch thread per process, side by side in one run:
      4,096-query chunks, no file I/O) in ``--rounds`` paired rounds: each routes the first
      ``--baseline-n`` queries in-process, then on the local engine in a child process; the
      ratio is the median of the rounds' ratios. Paired, because this shared machine's speed
-     drifts within a run: in-process passes before and after one 1M-query run differed by a
-     third (1,596–1,738 vs 2,128–2,213 queries/s);
+     drifts within a run by as much as the target's margin (see the rounds' in-process rates in
+     results/batch.md);
   3. the same for MiniLM on ``--minilm-n`` queries (peak memory does not grow with N: the
      input is streamed in chunks);
   4. Ray (a local Ray, ``num_cpus=2``) on ``--ray-n`` queries with 1 and 2 workers, and the
