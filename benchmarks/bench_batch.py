@@ -19,7 +19,8 @@ Measured, one torch thread per process, side by side in one run:
      ``--baseline-n`` queries in-process, then on the local engine in a child process; the
      ratio is the median of the rounds' ratios. Paired, because this shared machine's speed
      drifts within a run by as much as the target's margin (see the rounds' in-process rates in
-     results/batch.md);
+     results/batch.md). The in-process side runs in this long-lived process, which routed faster
+     than a fresh one (docs/scale.md), so the ratio is pessimistic for the engine;
   3. the same for MiniLM on ``--minilm-n`` queries (peak memory does not grow with N: the
      input is streamed in chunks);
   4. Ray (a local Ray, ``num_cpus=2``) on ``--ray-n`` queries with 1 and 2 workers, and the
