@@ -40,12 +40,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:
+    from entrorouter.router import Router
 
 CHUNK = 4096
 
@@ -76,7 +79,7 @@ def train_router(encoder: str, n_train: int | None, path: Path) -> None:
     Router(TrainConfig(encoder=encoder, seed=0, sft_epochs=2, rl_iterations=3)).fit(train).save(path)
 
 
-def warm_router(router_dir: Path, texts: list[str]) -> Any:
+def warm_router(router_dir: Path, texts: list[str]) -> Router:
     """The router at ``router_dir``, loaded and warmed up on a few of ``texts``."""
     from entrorouter.router import Router
 
@@ -85,7 +88,7 @@ def warm_router(router_dir: Path, texts: list[str]) -> Any:
     return router
 
 
-def in_process_rate(router: Any, texts: list[str]) -> float:
+def in_process_rate(router: Router, texts: list[str]) -> float:
     """Queries/s of ``router.rank`` on in-memory chunks of ``texts`` (the routing work without any file I/O)."""
     started = time.perf_counter()
     for start in range(0, len(texts), CHUNK):
