@@ -15,14 +15,15 @@ Measured, one torch thread per process, side by side in one run:
   1. ``route_file`` (the local engine: read, route, write parts, join) of all ``--n`` queries
      in a child process: throughput and the child's peak resident memory;
   2. the local engine against in-process batched routing (texts in memory, ``Router.rank`` on
-     4,096-query chunks, no file I/O) in ``--rounds`` paired rounds: each routes the first
-     ``--baseline-n`` queries in-process, then on the local engine in a child process; the
-     ratio is the median of the rounds' ratios. Paired, because this shared machine's speed
-     drifts within a run by as much as the target's margin (see the rounds' in-process rates in
-     results/batch.md). The in-process side runs in this long-lived process, which routed faster
-     than a fresh one (docs/scale.md), so the ratio is pessimistic for the engine;
-  3. the same for MiniLM on ``--minilm-n`` queries (peak memory does not grow with N: the
-     input is streamed in chunks);
+     4,096-query chunks, no file I/O; the router loaded and warmed up before the clock starts)
+     in ``--rounds`` paired rounds: each routes the first ``--baseline-n`` queries in-process,
+     then on the local engine, each side in a fresh child process; the ratio is the median of
+     the rounds' ratios. Paired, because this shared machine's speed drifts within a run by as
+     much as the target's margin (see the rounds' rates in results/batch.md); fresh processes on
+     both sides, because a long-lived process routed the same calls up to a fifth faster than a
+     fresh one (docs/scale.md);
+  3. the same for MiniLM on ``--minilm-n`` queries, against in-process routing of 500 (peak
+     memory does not grow with N: the input is streamed in chunks);
   4. Ray (a local Ray, ``num_cpus=2``) on ``--ray-n`` queries with 1 and 2 workers, and the
      local engine on the same file: the 2-vs-1 speed-up, outputs compared row for row, and
      the per-chunk overhead of Ray = (Ray 1 worker − local − actor start-up) / chunks.
@@ -127,7 +128,7 @@ def ray_round_trip_ms(texts: list[str], n_chunks: int = 20) -> float:
 
 
 def child(argv: list[str]) -> dict[str, float]:
-    """Run ``route_file`` in a fresh process; its wall time, peak memory and summary."""
+    """Route in a fresh process (:func:`run_child`); its wall time, queries routed and peak memory."""
     output = subprocess.run(
         [sys.executable, __file__, "--child", *argv], check=True, capture_output=True, text=True
     ).stdout
@@ -144,11 +145,18 @@ def peak_rss_mb() -> float:
 
 
 def run_child(router: str, queries: str, out: str, engine: str, workers: str) -> None:
+    """Route the ``queries`` file with ``engine``: ``route_file``'s engines (the clock includes
+    loading the router), or ``in-process`` (:func:`in_process_rate`; nothing written to ``out``)."""
     from entrorouter.batch.routing import route_file
     from entrorouter.router import Router
     from entrorouter.threads import apply_threads
 
     apply_threads()
+    if engine == "in-process":
+        texts = pd.read_parquet(queries, columns=["text"])["text"].tolist()
+        rate = in_process_rate(warm_router(Path(router), texts), texts)
+        print(json.dumps({"seconds": len(texts) / rate, "routed": len(texts), "peak_rss_mb": peak_rss_mb()}))
+        return
     lam = Router.load(router).lam
     if engine == "ray":
         import ray
@@ -223,13 +231,15 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         local_routed=local["routed"],
         local_peak_rss_mb=local["peak_rss_mb"],
     )
-    cycled = [texts[i % len(texts)] for i in range(args.baseline_n)]  # the texts of subset(baseline_n)
-    router = warm_router(fast, cycled)
+
+    def rate(router: Path, queries: Path, engine: str) -> float:
+        result = child([str(router), str(queries), str(work / "out-round.parquet"), engine, "0"])
+        return result["routed"] / result["seconds"]
+
     rounds = []
     for _ in range(args.rounds):
-        in_process = in_process_rate(router, cycled)
-        paired = child([str(fast), str(subset(args.baseline_n)), str(work / "out-round.parquet"), "local", "0"])
-        rounds.append({"in_process_qps": in_process, "local_qps": paired["routed"] / paired["seconds"]})
+        in_process = rate(fast, subset(args.baseline_n), "in-process")
+        rounds.append({"in_process_qps": in_process, "local_qps": rate(fast, subset(args.baseline_n), "local")})
     r.update(
         baseline_n=args.baseline_n,
         rounds=rounds,
@@ -237,11 +247,11 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     )
     print(json.dumps(r), flush=True)
 
-    minilm_before = in_process_rate(warm_router(minilm, cycled), cycled[:500])
+    minilm_in_process = rate(minilm, subset(500), "in-process")
     mini = child([str(minilm), str(subset(args.minilm_n)), str(work / "out-minilm.parquet"), "local", "0"])
     r.update(
         minilm_n=args.minilm_n,
-        minilm_in_process_qps=minilm_before,
+        minilm_in_process_qps=minilm_in_process,
         minilm_qps=mini["routed"] / mini["seconds"],
         minilm_seconds=mini["seconds"],
         minilm_peak_rss_mb=mini["peak_rss_mb"],
