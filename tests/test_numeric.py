@@ -99,3 +99,43 @@ def test_a_policy_ensemble_averages_its_members_logits_and_saves_each() -> None:
     wider = RoutingPolicy(6, 3, hidden=16).weights().tensors()
     with pytest.raises(ValueError, match="different shapes"):
         PolicyEnsemble.from_tensors({**tensors, **{f"1.{k}": v for k, v in wider.items()}}, lam_min=1e-3, lam_max=2.0)
+
+
+def test_dropout_drops_its_share_scales_the_rest_and_follows_torchs_seed() -> None:
+    from entrorouter.policy.mlp import Dropout
+
+    drop, x = Dropout(0.25), torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y.detach() != 0
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.005  # 200,000 draws: sd of the share ≈ 0.001
+    assert torch.allclose(y.detach()[kept], torch.full((int(kept.sum()),), 1 / 0.75))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the kept elements, scaled alike
+    torch.manual_seed(0)
+    assert torch.equal(drop(x).detach(), y.detach())
+    assert not torch.equal(drop(x).detach(), y.detach())  # the next mask is a new draw
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.0)
+
+
+def test_fused_adamw_makes_the_default_adamw_update() -> None:
+    from entrorouter.policy.mlp import adamw
+
+    torch.manual_seed(0)
+    nets = [nn.Linear(8, 3), nn.Linear(8, 3)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    initial = nets[0].weight.detach().clone()
+    optimizers = [adamw(nets[0].parameters(), lr=1e-2, weight_decay=1e-3)]
+    optimizers.append(torch.optim.AdamW(nets[1].parameters(), lr=1e-2, weight_decay=1e-3))
+    x = torch.randn(32, 8)
+    for _ in range(5):
+        for net, optimizer in zip(nets, optimizers, strict=True):
+            optimizer.zero_grad()
+            net(x).square().mean().backward()
+            optimizer.step()
+    for fused, default in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(fused, default, atol=1e-6)
+    assert not torch.allclose(nets[0].weight, initial, atol=1e-3)  # the steps moved it

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from entrorouter.baselines.base import BenchmarkRouter, Decisions, RoutingContext, rank, register
+from entrorouter.policy.mlp import Dropout, adamw
 from entrorouter.router.calibration import lambda_grid
 from entrorouter.router.capability import KnnCapability, MlpCapability
 
@@ -135,9 +136,9 @@ class HardLabelRouter(BenchmarkRouter):
         torch.manual_seed(ctx.seed)
         generator = torch.Generator().manual_seed(ctx.seed)
         self.net = nn.Sequential(
-            nn.Linear(ctx.features.shape[1], 256), nn.GELU(), nn.Dropout(0.2), nn.Linear(256, ctx.train.n_models)
+            nn.Linear(ctx.features.shape[1], 256), nn.GELU(), Dropout(0.2), nn.Linear(256, ctx.train.n_models)
         )
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-3, weight_decay=1e-4)
+        optimizer = adamw(self.net.parameters(), lr=1e-3, weight_decay=1e-4)
         self.net.train()
         for _ in range(25):
             for batch in torch.randperm(len(labels), generator=generator).split(256):

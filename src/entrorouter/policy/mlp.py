@@ -13,12 +13,47 @@ routes with those, in NumPy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from entrorouter.policy.weights import PolicyWeights, lam_features
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout``, with its mask drawn by NumPy's PCG64 rather than torch's CPU generator.
+
+    Why: torch draws a CPU dropout mask element by element from its Mersenne Twister, 1.2 ms
+    for a (512, 256) batch where NumPy takes 0.4 ms, and dropout was a tenth of a resplit's
+    training time (every net here trains on the CPU). Each mask's stream is seeded from torch's
+    global generator, so ``torch.manual_seed`` still fixes a run; the masks differ from
+    ``nn.Dropout``'s. No parameters, so state dicts keep their names.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, ()))))
+        keep = rng.random(tuple(x.shape), dtype=np.float32) >= self.p
+        return x * torch.from_numpy(keep * np.float32(1 / (1 - self.p)))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def adamw(parameters: Iterable[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel: one call per step for all tensors, where the default
+    loops over them in Python (409 → 143 µs per step on a policy); same update rule."""
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 class RoutingPolicy(nn.Module):
@@ -39,7 +74,7 @@ class RoutingPolicy(nn.Module):
         layers: list[nn.Module] = []
         width = in_dim + 2
         for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(width, hidden), nn.GELU(), Dropout(dropout)]
             width = hidden
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(width, n_models)

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from entrorouter.policy.mlp import Dropout, adamw
+
 
 def as_float_tensor(x: np.ndarray) -> torch.Tensor:
     """A float32, contiguous torch view (or copy) of ``x``."""
@@ -24,7 +26,7 @@ class SuccessNet(nn.Module):
         super().__init__()
         if hidden:
             self.net = nn.Sequential(
-                nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_models)
+                nn.Linear(in_dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, n_models)
             )
         else:
             self.net = nn.Sequential(nn.Linear(in_dim, n_models))
@@ -42,7 +44,7 @@ def train_success_net(
     xt, st = as_float_tensor(x), as_float_tensor(scores)
     observed = ~torch.isnan(st)
     target = torch.where(observed, st, torch.zeros_like(st))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = adamw(net.parameters(), lr=lr, weight_decay=weight_decay)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     net.train()
     for _ in range(epochs):

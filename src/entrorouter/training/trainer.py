@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from entrorouter.evaluation.metrics import expert_suppression
-from entrorouter.policy.mlp import RoutingPolicy
+from entrorouter.policy.mlp import RoutingPolicy, adamw
 from entrorouter.policy.weights import anchor_logits, policy_input
 from entrorouter.router.config import TrainConfig
 
@@ -242,7 +242,7 @@ class Trainer:
         """Stage 1: cross-entropy to soft (or hard) targets, at random λ."""
         c = self.config
         hard = hard_targets(self.train, tau=c.tau) if c.init == "hard" else None
-        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=c.sft_lr, weight_decay=c.weight_decay)
+        optimizer = adamw(self.policy.parameters(), lr=c.sft_lr, weight_decay=c.weight_decay)
         for epoch in range(c.sft_epochs):
             for rows in self.batches(len(self.train)):
                 batch = self.train.subset(rows)
@@ -278,7 +278,7 @@ class Trainer:
         """Stage 2: clipped policy optimisation held by the Soft Anchor (see module docstring)."""
         c = self.config
         n_models = self.train.scores.shape[1]
-        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=c.rl_lr, weight_decay=c.weight_decay)
+        optimizer = adamw(self.policy.parameters(), lr=c.rl_lr, weight_decay=c.weight_decay)
         log_alpha = math.log(1e-3)
         stale = 0
         for iteration in range(c.rl_iterations):
