@@ -26,10 +26,11 @@ from entrorouter.policy.weights import PolicyWeights, lam_features
 class Dropout(nn.Module):
     """``nn.Dropout``, with its mask drawn by NumPy's PCG64 rather than torch's CPU generator.
 
-    Why: torch draws a CPU dropout mask element by element from its Mersenne Twister, 1.2 ms
-    for a (512, 256) batch where NumPy takes 0.4 ms, and dropout was a tenth of a resplit's
-    training time (every net here trains on the CPU). Each mask's stream is seeded from torch's
-    global generator, so ``torch.manual_seed`` still fixes a run; the masks differ from
+    Why: torch draws a CPU dropout mask element by element from its Mersenne Twister, about
+    three times NumPy's time, and every net here trains on the CPU, where dropout took a tenth
+    of a resplit under a profiler (``benchmarks/results/training_step.md`` times a step with
+    torch's dropout and AdamW and with these). Each mask's stream is seeded from torch's global
+    generator, so ``torch.manual_seed`` still fixes a run; the masks differ from
     ``nn.Dropout``'s. No parameters, so state dicts keep their names.
     """
 
@@ -52,7 +53,7 @@ class Dropout(nn.Module):
 
 def adamw(parameters: Iterable[nn.Parameter], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with torch's fused kernel: one call per step for all tensors, where the default
-    loops over them in Python (409 → 143 µs per step on a policy); same update rule."""
+    loops over them in Python; the same update rule."""
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
 
 
