@@ -45,7 +45,8 @@ class Dropout(nn.Module):
             return x
         rng = np.random.Generator(np.random.PCG64(int(torch.randint(0, 2**62, ()))))
         keep = rng.random(tuple(x.shape), dtype=np.float32) >= self.p
-        return x * torch.from_numpy(keep * np.float32(1 / (1 - self.p)))
+        scale = torch.from_numpy(keep * np.float32(1 / (1 - self.p)))
+        return x * scale.to(x.device, x.dtype)  # a no-op for float32 on the CPU
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
