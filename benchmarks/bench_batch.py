@@ -41,15 +41,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-if TYPE_CHECKING:
-    from entrorouter.router import Router
 
 CHUNK = 4096
 
@@ -80,17 +77,13 @@ def train_router(encoder: str, n_train: int | None, path: Path) -> None:
     Router(TrainConfig(encoder=encoder, seed=0, sft_epochs=2, rl_iterations=3)).fit(train).save(path)
 
 
-def warm_router(router_dir: Path, texts: list[str]) -> Router:
-    """The router at ``router_dir``, loaded and warmed up on a few of ``texts``."""
+def in_process_rate(router_dir: Path, texts: list[str]) -> float:
+    """Queries/s of ``Router.rank`` on in-memory chunks of ``texts`` (the routing work without any
+    file I/O), the router loaded and warmed up on a few of them before the clock starts."""
     from entrorouter.router import Router
 
     router = Router.load(router_dir)
     router.rank(router.inputs(router.embed(texts[:64]), texts[:64]))
-    return router
-
-
-def in_process_rate(router: Router, texts: list[str]) -> float:
-    """Queries/s of ``router.rank`` on in-memory chunks of ``texts`` (the routing work without any file I/O)."""
     started = time.perf_counter()
     for start in range(0, len(texts), CHUNK):
         chunk = texts[start : start + CHUNK]
@@ -154,7 +147,7 @@ def run_child(router: str, queries: str, out: str, engine: str, workers: str) ->
     apply_threads()
     if engine == "in-process":
         texts = pd.read_parquet(queries, columns=["text"])["text"].tolist()
-        rate = in_process_rate(warm_router(Path(router), texts), texts)
+        rate = in_process_rate(Path(router), texts)
         print(json.dumps({"seconds": len(texts) / rate, "routed": len(texts), "peak_rss_mb": peak_rss_mb()}))
         return
     lam = Router.load(router).lam
@@ -236,10 +229,11 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         result = child([str(router), str(queries), str(work / "out-round.parquet"), engine, "0"])
         return result["routed"] / result["seconds"]
 
+    paired = subset(args.baseline_n)
     rounds = []
     for _ in range(args.rounds):
-        in_process = rate(fast, subset(args.baseline_n), "in-process")
-        rounds.append({"in_process_qps": in_process, "local_qps": rate(fast, subset(args.baseline_n), "local")})
+        in_process = rate(fast, paired, "in-process")
+        rounds.append({"in_process_qps": in_process, "local_qps": rate(fast, paired, "local")})
     r.update(
         baseline_n=args.baseline_n,
         rounds=rounds,
