@@ -156,9 +156,11 @@ class PolicyEnsemble:
         (_, lam_weight, _), later = self._stacked
         member = self.members[0]
         h = first_layer + lam_features(lam, member.lam_min, member.lam_max) @ lam_weight
-        h = h.reshape(len(h), len(self.members), -1).transpose(1, 0, 2)  # (M, n, width)
-        for weight, bias in later:  # (M, in, out), (M, 1, out)
-            h = gelu(h) @ weight + bias
+        if later:  # GELU on the contiguous rows: on the (M, n, width) view below it would copy them first
+            h = gelu(h)
+        h = h.reshape(len(h), len(self.members), -1).transpose(1, 0, 2)  # (M, n, width), a view
+        for i, (weight, bias) in enumerate(later):  # (M, in, out), (M, 1, out)
+            h = (h if i == 0 else gelu(h)) @ weight + bias  # the first GELU ran above
         logits = h.mean(axis=0)
         return logits if anchor is None else logits + anchor
 
