@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -117,6 +120,34 @@ def test_a_deployed_curve_routes_with_the_refits_lambda_and_round_trips_through_
     assert deployed.lam_for(0.983) == 1.0
     assert Calibration.from_dict(deployed.to_dict()).lam_for(0.983) == 1.0
     assert Calibration.from_dict(cal.to_dict()).deployed_lams is None
+
+
+def recorded(values: np.ndarray) -> tuple[list[int], Callable[[int], float]]:
+    """A lookup of ``values`` that lists the indices it was asked for, in order."""
+    asked: list[int] = []
+
+    def look_up(j: int) -> float:
+        asked.append(j)
+        return float(values[j])
+
+    return asked, look_up
+
+
+def test_one_deployed_knob_equals_the_whole_curves_and_asks_only_for_the_knobs_it_needs() -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        g = int(rng.integers(1, 12))
+        cal = curve(list(np.linspace(1.0, 0.9, g)), n=50, seed=trial)
+        # Bumpy curves on both sides: the certified costs and the refit's spend need not fall.
+        cal = replace(cal, mean_cost=rng.choice([0.2, 0.4, 0.6, 0.8], g) + rng.random(g) / 10)
+        spend = rng.choice([0.2, 0.4, 0.6, 0.8], g) + rng.random(g) / 10
+        whole = cal.deployed_indices(spend)
+        for index in range(g):
+            asked, spend_at = recorded(spend)
+            deployed = cal.deployed_index(index, spend_at)
+            assert deployed == whole[index]
+            # In scan order, and no further than one knob past the answer.
+            assert asked == list(range(len(asked))) and len(asked) <= deployed + 2
 
 
 def test_folds_pooled_at_equal_spend_each_give_the_knob_that_spends_the_pooled_level() -> None:

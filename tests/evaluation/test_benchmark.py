@@ -107,6 +107,20 @@ def test_operating_points_never_look_at_test(routerbench_slice) -> None:
     assert real["routers"]["mlp"]["accuracy"] != fake["routers"]["mlp"]["accuracy"]
 
 
+def test_the_old_rules_point_is_the_same_without_its_test_curve(routerbench_slice) -> None:
+    """The resplit study skips the old rule's test curve; its point, and the new rule's, must not move."""
+    train, test = routerbench_slice
+    with_curve, without = (
+        Benchmark(train, test, config(routers=["knn", "entrorouter"], legacy_curves=curves)).run_routers()
+        for curves in (True, False)
+    )
+    for name in ("knn", "entrorouter"):
+        assert "aiq" in with_curve[name]["legacy_rule"] and "aiq" not in without[name]["legacy_rule"]
+        assert without[name]["legacy_rule"] == {k: v for k, v in with_curve[name]["legacy_rule"].items() if k != "aiq"}
+        for key in ("knob", "retained", "cost_reduction", "aiq", "calibration"):
+            assert without[name][key] == with_curve[name][key], (name, key)
+
+
 def test_threshold_router_only_for_two_models(data_dir: Path) -> None:
     table = load_source("routellm_2model", data_dir_path=data_dir)
     rng = np.random.default_rng(0)

@@ -111,6 +111,10 @@ class BenchmarkConfig:
     training_logs: bool = True
     """Keep the training logs of the fits whose logs the report reads (fold 0 and the final fit).
     The resplit study reads none, and a log costs a validation pass per training step."""
+    legacy_curves: bool = True
+    """Measure the old rule's fit along its whole test curve (its AIQ, which the report's
+    ablation table shows), one more sweep of the test split per router. The resplit study
+    reads only the old rule's point, so it routes the test split at that knob alone."""
     encoder: str = "minilm"
     selection_quantile: float = 0.2
     """The old rule's bootstrap quantile of validation retention (reported beside the new rule)."""
@@ -253,9 +257,11 @@ class Benchmark:
             log_training=log_training and self.config.training_logs,
         )
 
-    def sweep(self, router: BenchmarkRouter, split: Split) -> Sweep:
-        """Route ``split`` at every knob of a fitted router."""
+    def sweep(self, router: BenchmarkRouter, split: Split, indices: Sequence[int] | None = None) -> Sweep:
+        """Route ``split`` at every knob of a fitted router (or at the knobs ``indices`` only)."""
         knobs = list(router.knobs())
+        if indices is not None:
+            knobs = [knobs[g] for g in indices]
         prepared = router.prepare(split.features, split.texts)
         answered = np.empty((len(knobs), split.table.n_queries), dtype=np.int64)
         scores = np.empty(answered.shape)
@@ -268,29 +274,47 @@ class Benchmark:
             probabilities.append(decisions.probabilities)
         return Sweep(knobs, answered, scores, costs, probabilities)
 
-    def one_fit(self, make: Callable[[], BenchmarkRouter]) -> tuple[dict[str, Any], Sweep, Sweep]:
+    def one_fit(
+        self, make: Callable[[], BenchmarkRouter], *, test_curve: bool = True
+    ) -> tuple[dict[str, Any], Sweep, Sweep]:
         """The old protocol: one fit on every fold but 0, the old rule's point chosen on fold 0 and
-        measured on test; returns its results and the fold-0 and test sweeps."""
+        measured on test; returns its results and the fold-0 and test sweeps (the test sweep at the
+        chosen knob alone, and no curve metrics, without ``test_curve``)."""
         started = time.perf_counter()
         router = make()
         held = self.folds == 0
         router.fit(self.context(~held))
         fit_seconds = time.perf_counter() - started
         val = self.train.subset(held)
-        val_sweep, test_sweep = self.sweep(router, val), self.sweep(router, self.test)
-        result = self.legacy_point(val_sweep, val, test_sweep)
-        result.update(
-            self.curve_metrics(test_sweep),
-            training_log=getattr(router, "training_log", None),
-            fit_seconds=fit_seconds,
+        val_sweep = self.sweep(router, val)
+        # The old rule: the bootstrap-quantile retention on one validation split (fold 0).
+        point = select_operating_point(
+            list(val_sweep.scores),
+            list(val_sweep.costs),
+            val.strongest.scores,
+            target=self.config.target_retention,
+            quantile=self.config.selection_quantile,
+            seed=self.config.seed,
         )
+        test_sweep = self.sweep(router, self.test, None if test_curve else [point.index])
+        at = point.index if test_curve else 0
+        result = self.point_metrics(test_sweep.routed(at), test_sweep.probabilities[at])
+        result["knob"] = val_sweep.knobs[point.index]
+        result["validation"] = {
+            "retained": point.retained,
+            "retained_lower": point.retained_lower,
+            "accepted": point.accepted,
+        }
+        if test_curve:
+            result.update(self.curve_metrics(test_sweep))
+        result.update(training_log=getattr(router, "training_log", None), fit_seconds=fit_seconds)
         return result, val_sweep, test_sweep
 
     def evaluate_router(self, name: str) -> dict[str, Any]:
         """The protocol of the module doc for one router; its fold-0 fit is the old protocol's."""
         c = self.config
         make = functools.partial(self.make_router, name)
-        legacy, val_sweep, test_sweep = self.one_fit(make)
+        legacy, val_sweep, test_sweep = self.one_fit(make, test_curve=c.legacy_curves)
         self.legacy_results[name], self.legacy_sweeps[name] = legacy, test_sweep
         fit_seconds = legacy["fit_seconds"]
 
@@ -330,8 +354,12 @@ class Benchmark:
         self.test_sweeps[final.name] = sweep
         # Deployed at the certified spend (router/calibration.py): the refit's knob that spends
         # on the training queries what the fold routers spent there at the certified knob.
-        spend = self.sweep(final, self.train).costs.mean(axis=1)
-        deployed = int(calibration.deployed_indices(spend)[index])
+        prepared = final.prepare(self.train.features, self.train.texts)
+
+        def train_spend(g: int) -> float:
+            return float(realize(self.train.table, final.decide(prepared, knobs[g]).rankings).costs.mean())
+
+        deployed = calibration.deployed_index(index, train_spend)
         result = self.point_metrics(sweep.routed(deployed), sweep.probabilities[deployed])
         result.update(
             self.curve_metrics(sweep),
@@ -345,7 +373,9 @@ class Benchmark:
                 "n": calibration.n,
                 "curve": np.stack([calibration.retention, calibration.cost_reduction], axis=1).tolist(),
             },
-            legacy_rule={k: legacy[k] for k in ("knob", "retained", "cost_reduction", "accuracy", "cost", "aiq")},
+            legacy_rule={
+                k: legacy[k] for k in ("knob", "retained", "cost_reduction", "accuracy", "cost", "aiq") if k in legacy
+            },
             training_log=getattr(final, "training_log", None),
             fit_seconds=fit_seconds,
             sweep_seconds=route_seconds,
@@ -366,25 +396,6 @@ class Benchmark:
         predictor of the other rows (the fold router's own): what aligns the folds at equal spend."""
         held_texts = [t for t, h in zip(self.train.texts, held, strict=True) if h]
         return planned_spend(self.cost_predictor(~held).predict(held_texts), sweep.answered)
-
-    def legacy_point(self, val_sweep: Sweep, val: Split, test_sweep: Sweep) -> dict[str, Any]:
-        """The old rule: bootstrap-quantile retention on one validation split (fold 0), measured on test."""
-        point = select_operating_point(
-            list(val_sweep.scores),
-            list(val_sweep.costs),
-            val.strongest.scores,
-            target=self.config.target_retention,
-            quantile=self.config.selection_quantile,
-            seed=self.config.seed,
-        )
-        result = self.point_metrics(test_sweep.routed(point.index), test_sweep.probabilities[point.index])
-        result["knob"] = val_sweep.knobs[point.index]
-        result["validation"] = {
-            "retained": point.retained,
-            "retained_lower": point.retained_lower,
-            "accepted": point.accepted,
-        }
-        return result
 
     def curve_metrics(self, sweep: Sweep) -> dict[str, Any]:
         curve = sweep.curve()

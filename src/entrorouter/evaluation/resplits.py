@@ -135,7 +135,7 @@ def _one_resplit(
     bench = Benchmark(
         table.subset(~test),
         table.subset(test),
-        replace(config, seed=r, ablations=False, training_logs=False),
+        replace(config, seed=r, ablations=False, training_logs=False, legacy_curves=False),
         dataset=dataset,
         progress=progress,
     )

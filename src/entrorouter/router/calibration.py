@@ -58,7 +58,8 @@ average over queries is covered).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
@@ -198,6 +199,23 @@ class Calibration:
         so a lower target never gets a more expensive knob."""
         matched = spend_matched(self.mean_cost, deployed_cost)
         return np.minimum.accumulate(matched[::-1])[::-1]
+
+    def deployed_index(self, index: int, deployed_cost_at: Callable[[int], float]) -> int:
+        """:meth:`deployed_indices` ``[index]`` alone, asking ``deployed_cost_at(j)`` for the refit's
+        mean cost at knob j in scan order and only as far as the answer needs.
+
+        Point ``index`` deploys where the refit's running-minimum spend first falls below the
+        highest certified cost from ``index`` on (the point or a cheaper one, whichever spends
+        more); every later knob is irrelevant. The benchmark routes its training queries at each
+        knob to learn the refit's spend, so it routes them only up to the deployed knob instead
+        of along the whole grid."""
+        needed = float(np.max(self.mean_cost[index:]))
+        spend = math.inf
+        for j in range(len(self.lams)):
+            spend = min(spend, float(deployed_cost_at(j)))
+            if spend < needed:
+                return max(j - 1, 0)
+        return len(self.lams) - 1
 
     def with_deployed_spend(self, deployed_cost: np.ndarray) -> Calibration:
         """This curve, its λ deployed where the refit spends ``deployed_cost`` (:meth:`deployed_indices`)."""
