@@ -204,11 +204,11 @@ class Calibration:
         """:meth:`deployed_indices` ``[index]`` alone, asking ``deployed_cost_at(j)`` for the refit's
         mean cost at knob j in scan order and only as far as the answer needs.
 
-        Point ``index`` deploys where the refit's running-minimum spend first falls below the
-        highest certified cost from ``index`` on (the point or a cheaper one, whichever spends
-        more); every later knob is irrelevant. The benchmark routes its training queries at each
-        knob to learn the refit's spend, so it routes them only up to the deployed knob instead
-        of along the whole grid."""
+        Point ``index`` deploys at the last knob before the refit's running-minimum spend falls
+        below the highest certified cost of this point and the points after it (no point deploys
+        cheaper than a later one); the knobs past that one cannot change the answer. The
+        benchmark learns the refit's spend by routing its training queries at each knob, so it
+        routes them only up to the deployed knob, not along the whole grid."""
         needed = float(np.max(self.mean_cost[index:]))
         spend = math.inf
         for j in range(len(self.lams)):
