@@ -12,6 +12,7 @@ import pytest
 
 from entrorouter.data.datasets import load_source
 from entrorouter.data.io import write_table
+from entrorouter.errors import EntroRouterError
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 
 from ..conftest import FAST
@@ -119,6 +120,8 @@ def test_the_old_rules_point_is_the_same_without_its_test_curve(routerbench_slic
         assert without[name]["legacy_rule"] == {k: v for k, v in with_curve[name]["legacy_rule"].items() if k != "aiq"}
         for key in ("knob", "retained", "cost_reduction", "aiq", "calibration"):
             assert without[name][key] == with_curve[name][key], (name, key)
+    with pytest.raises(EntroRouterError, match="ablations"):
+        config(legacy_curves=False, ablations=True)
 
 
 def test_threshold_router_only_for_two_models(data_dir: Path) -> None:

@@ -133,6 +133,12 @@ class BenchmarkConfig:
             raise EntroRouterError(f"unknown router(s) {unknown}; available: {', '.join(REGISTRY)}")
         if self.pooling not in POOLINGS:
             raise EntroRouterError(f"unknown pooling {self.pooling!r}; expected one of {', '.join(POOLINGS)}")
+        one_fit = [name for name in self.routers or () if not REGISTRY[name].cross_fit]
+        if not self.legacy_curves and (self.ablations or one_fit):
+            raise EntroRouterError(
+                "legacy_curves = False leaves no old-rule test curves, which the ablations and "
+                f"the one-fit routers {one_fit} are compared with; keep it on for them"
+            )
 
 
 @dataclass
@@ -315,7 +321,9 @@ class Benchmark:
         c = self.config
         make = functools.partial(self.make_router, name)
         legacy, val_sweep, test_sweep = self.one_fit(make, test_curve=c.legacy_curves)
-        self.legacy_results[name], self.legacy_sweeps[name] = legacy, test_sweep
+        self.legacy_results[name] = legacy
+        if c.legacy_curves:
+            self.legacy_sweeps[name] = test_sweep
         fit_seconds = legacy["fit_seconds"]
 
         knobs = val_sweep.knobs
