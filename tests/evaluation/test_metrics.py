@@ -9,6 +9,7 @@ from entrorouter.data.table import OutcomeTable
 from entrorouter.evaluation.metrics import (
     aiq,
     apgr,
+    best_cost_reduction,
     entropy,
     expert_suppression,
     hull_area,
@@ -46,6 +47,14 @@ def table() -> OutcomeTable:
         scores=np.array([[1, 1], [1, 1], [0, 1], [0, 0]], dtype=float),
         costs=np.array([[1, 10], [1, 10], [1, 10], [1, 10]], dtype=float),
     )
+
+
+def test_best_cost_reduction_reads_only_the_points_that_keep_the_target() -> None:
+    # (cost, accuracy) with the strongest model at 0.8 accuracy and 10.0 cost; 98% of 0.8 is 0.784.
+    curve = [(10.0, 0.80), (6.0, 0.79), (4.0, 0.785), (3.0, 0.70), (1.0, 0.60)]
+    best = best_cost_reduction(curve, strongest_accuracy=0.8, strongest_cost=10.0, target=0.98)
+    assert best == pytest.approx(0.6)  # the cheapest point that keeps it; not the cheaper misses
+    assert best_cost_reduction(curve, strongest_accuracy=0.8, strongest_cost=10.0, target=1.01) is None
 
 
 def test_reference_points() -> None:

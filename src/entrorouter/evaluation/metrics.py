@@ -194,6 +194,24 @@ def apgr(curve: Sequence[tuple[float, float]], ref: Reference) -> float:
     return hull_area(pgr)
 
 
+#: The paper's bar (README, "What the numbers mean"): keep 98.3% of the strongest model's accuracy
+#: at 48.25% lower cost.
+PAPER_TARGET_RETENTION = 0.983
+PAPER_COST_REDUCTION = 0.4825
+
+
+def best_cost_reduction(
+    curve: Sequence[tuple[float, float]], *, strongest_accuracy: float, strongest_cost: float, target: float
+) -> float | None:
+    """The highest cost reduction among the (cost US$, accuracy) points of ``curve`` that keep
+    ``target`` of the strongest model's accuracy; None when none does.
+
+    On a test curve this is hindsight (choosing that point would be tuning on test): what a
+    router's curve allows, beside what a choice made without test data got."""
+    savings = [1 - cost / strongest_cost for cost, accuracy in curve if accuracy >= target * strongest_accuracy]
+    return max(savings) if savings else None
+
+
 # ------------------------------------------------------------ entropy, usage
 def entropy(probs: np.ndarray, axis: int = -1) -> np.ndarray:
     """Shannon entropy in nats along ``axis`` (0 log 0 = 0)."""
