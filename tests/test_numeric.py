@@ -121,6 +121,20 @@ def test_dropout_drops_its_share_scales_the_rest_and_follows_torchs_seed() -> No
         Dropout(1.0)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.25, 1e-6, 0.999])
+def test_dropout_keeps_what_numpys_float_draws_would_keep(p: float) -> None:
+    """The mask from raw 32-bit draws is the one ``random(dtype=float32) >= p`` gives with the
+    same seed, on an odd number of elements too (half of the last 64-bit draw unused)."""
+    from entrorouter.policy.mlp import Dropout
+
+    drop, x = Dropout(p), torch.ones(37, 129)
+    torch.manual_seed(3)
+    seed = int(torch.randint(0, 2**62, ()))
+    expected = np.random.Generator(np.random.PCG64(seed)).random((37, 129), dtype=np.float32) >= p
+    torch.manual_seed(3)
+    assert np.array_equal(drop(x).numpy() != 0, expected)
+
+
 def test_fused_adamw_makes_the_default_adamw_update() -> None:
     from entrorouter.policy.mlp import adamw
 

@@ -166,7 +166,7 @@ def test_knn_fit_final_predicts_as_fit_does() -> None:
     np.testing.assert_array_equal(table_only.predict(queries), full.predict(queries))
 
 
-def test_a_net_is_trained_once_per_settings_rows_and_seed() -> None:
+def test_a_net_is_trained_once_per_settings_and_rows() -> None:
     from entrorouter.router.capability import FoldPlan
 
     x, s = clustered(120)
@@ -180,10 +180,13 @@ def test_a_net_is_trained_once_per_settings_rows_and_seed() -> None:
     assert len(plan.nets) == 1 and second.nets[0] is first.nets[0]
     np.testing.assert_array_equal(second.predict(x), alone.predict(x))
     # The bagged estimator's net on every row has the same seed: shared; its fold nets are new.
-    MlpCapability(**settings).fit(x, s, plan)
+    bagged = MlpCapability(**settings)
+    bagged.fit(x, s, plan)
     assert len(plan.nets) == 1 + 3
-    # Other rows (fold 0 held out) or another seed: another net.
+    # A router fitted without fold 0 gets the bagged fold-0 net: the same rows, so the same seed.
     held = labels == 0
-    MlpCapability(**settings).fit_final(x[~held], s[~held], plan.subset(~held))
+    without_fold_0 = MlpCapability(**settings).fit_final(x[~held], s[~held], plan.subset(~held))
+    assert len(plan.nets) == 1 + 3 and without_fold_0.nets[0] is bagged.nets[1]
+    # Another seed: another net.
     MlpCapability(**{**settings, "seed": 6}).fit_final(x, s, plan)
-    assert len(plan.nets) == 1 + 3 + 2
+    assert len(plan.nets) == 1 + 3 + 1

@@ -425,16 +425,16 @@ class MlpCapability(CapabilityEstimator):
         self.nets = [self._net(plan, plan.excluded, features, scores), *fold_nets]
         return oof
 
-    def _net(
-        self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray, *, bagged: bool = True
-    ) -> nn.Module:
+    def _net(self, plan: FoldPlan, excluded: frozenset[int], x: np.ndarray, scores: np.ndarray) -> nn.Module:
         """The net trained on every row of the table except ``excluded`` folds (memoised in ``plan``).
 
         A net is fixed by its settings, its rows and its training seed, so that is its key.
-        A bagged net's seed depends on its folds; a single net (:meth:`fit_final`) has the
-        estimator's own seed, so every router with these settings gets the same one.
+        Its seed depends on its rows' folds alone (the estimator's own seed on every fold), so
+        every router with these settings that trains on the same rows gets the same net: a
+        success-predictor router's single net (:meth:`fit_final`) is the bagged net of an
+        EntroRouter fit on those rows, trained once for both.
         """
-        seed = self.seed + sum(1 << (f + 1) for f in excluded) if bagged else self.seed
+        seed = self.seed + sum(1 << (f + 1) for f in excluded)
         key = (type(self).__name__, self.hidden, self.dropout, self.epochs, self.lr, self.weight_decay)
         key += (tuple(sorted(excluded)), seed)
         if key not in plan.nets:
@@ -450,7 +450,7 @@ class MlpCapability(CapabilityEstimator):
         if plan is None:
             self.nets = [self._train(features, scores, self.seed)]
         else:
-            self.nets = [self._net(plan, plan.excluded, features, scores, bagged=False)]
+            self.nets = [self._net(plan, plan.excluded, features, scores)]
         return self
 
     @staticmethod
