@@ -271,6 +271,7 @@ def run_resplit_studies(
     def write(study: dict) -> None:
         out = outs[study["dataset"]]
         out.mkdir(parents=True, exist_ok=True)
+        study = {**study, "command": command}  # as results.json keeps its run's: to render the report again
         write_text_atomic(out / "resplits.json", json.dumps(study, indent=1) + "\n")
         write_text_atomic(out / "resplits.md", render_resplits(study, command=command))
         fixed_split = read_earlier_results(out / "results.json")
