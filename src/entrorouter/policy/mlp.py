@@ -45,15 +45,15 @@ class Dropout(nn.Module):
         if not 0 <= p < 1:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        # u / 2**24 >= float32(p)  <=>  u >= ceil(float32(p) * 2**24), for the 24-bit integers u
-        self.threshold = np.uint32(math.ceil(float(np.float32(p)) * 2**24))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
         n = x.numel()
         draws = np.random.PCG64(int(torch.randint(0, 2**62, ()))).random_raw((n + 1) // 2)
-        keep = (draws.view(np.uint32)[:n] >> 8 >= self.threshold).reshape(tuple(x.shape))
+        # u / 2**24 >= float32(p)  <=>  u >= ceil(float32(p) * 2**24), for the 24-bit integers u
+        threshold = np.uint32(math.ceil(float(np.float32(self.p)) * 2**24))
+        keep = (draws.view(np.uint32)[:n] >> 8 >= threshold).reshape(tuple(x.shape))
         scale = torch.from_numpy(keep * np.float32(1 / (1 - self.p)))
         return x * scale.to(x.device, x.dtype)  # a no-op for float32 on the CPU
 

@@ -429,8 +429,8 @@ class MlpCapability(CapabilityEstimator):
         """The net trained on every row of the table except ``excluded`` folds (memoised in ``plan``).
 
         A net is fixed by its settings, its rows and its training seed, so that is its key.
-        Its seed depends on its rows' folds alone (the estimator's own seed on every fold), so
-        every router with these settings that trains on the same rows gets the same net: a
+        Its seed follows the folds it leaves out (the estimator's own seed when it leaves out
+        none), so every router with these settings that trains on the same rows gets the same net: a
         success-predictor router's single net (:meth:`fit_final`) is the bagged net of an
         EntroRouter fit on those rows, trained once for both.
         """
