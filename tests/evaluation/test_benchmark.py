@@ -88,6 +88,7 @@ def test_benchmark_cli_writes_results_report_and_plots(routerbench_slice, tmp_pa
     report = (out / "report.md").read_text()
     assert "## Headline: cost reduction at 98.3% retention" in report and "## Ablations" in report
     assert "old rule" in report
+    assert "### What the guarantee costs (EntroRouter)" in report
     assert results["aiq_vs_best_baseline"]["ci"][0] <= results["aiq_vs_best_baseline"]["difference"]
 
 
@@ -104,8 +105,47 @@ def test_operating_points_never_look_at_test(routerbench_slice) -> None:
         assert real["routers"][name]["knob"] == fake["routers"][name]["knob"]
         assert real["routers"][name]["calibration"] == fake["routers"][name]["calibration"]
         assert real["routers"][name]["legacy_rule"]["knob"] == fake["routers"][name]["legacy_rule"]["knob"]
+        assert chosen_without_test(real["routers"][name]) == chosen_without_test(fake["routers"][name])
     # ... while the test measurements do change with the test outcomes.
     assert real["routers"]["mlp"]["accuracy"] != fake["routers"]["mlp"]["accuracy"]
+
+
+def chosen_without_test(result: dict) -> dict:
+    """Each certificate's point as chosen: its place, out-of-fold figures and deployed knob; no test figure."""
+    return {
+        statement: None if c is None else {k: v for k, v in c.items() if k.startswith("oof_") or k in ("index", "knob")}
+        for statement, c in result["certificates"].items()
+    }
+
+
+def test_the_certificates_run_from_no_margin_to_the_chosen_point(routerbench_slice) -> None:
+    """The weaker the statement, the smaller its margin and the cheaper its point; the strongest,
+    a batch of the test set's size, is the chosen point itself. On a slice of 500 training queries
+    a batch guarantee of 98.3% is out of reach, so the target here is 95%."""
+    train, test = routerbench_slice
+    result = Benchmark(train, test, config(routers=["knn"], target_retention=0.95)).run_routers()["knn"]
+    certificates = result["certificates"]
+    assert all(certificates[s] is not None for s in ("estimate", "expected", "batch"))
+    reached = [certificates[s]["index"] for s in ("estimate", "expected", "batch")]
+    assert reached[0] >= reached[1] >= reached[2] and reached[0] > reached[2]
+    assert certificates["estimate"]["oof_retained"] >= 0.95
+    chosen = certificates["batch"]
+    assert result["calibration"]["certified"]
+    assert chosen["oof_cost_reduction"] == result["calibration"]["cost_reduction"]
+    assert (chosen["knob"], chosen["retained"], chosen["cost_reduction"]) == (
+        result["knob"],
+        result["retained"],
+        result["cost_reduction"],
+    )
+
+
+def test_a_statement_out_of_reach_certifies_nothing(routerbench_slice) -> None:
+    """At 98.3% the slice's out-of-fold estimate still reaches the target, but no batch guarantee
+    does: that certificate is None, and the calibration says the point is not certified."""
+    train, test = routerbench_slice
+    result = Benchmark(train, test, config(routers=["knn"])).run_routers()["knn"]
+    assert result["certificates"]["estimate"]["oof_retained"] >= 0.983
+    assert result["certificates"]["batch"] is None and not result["calibration"]["certified"]
 
 
 def test_the_old_rules_point_is_the_same_without_its_test_curve(routerbench_slice) -> None:

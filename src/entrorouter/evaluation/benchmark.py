@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -367,6 +367,7 @@ class Benchmark:
         def train_spend(g: int) -> float:
             return float(realize(self.train.table, final.decide(prepared, knobs[g]).rankings).costs.mean())
 
+        train_spend = functools.cache(train_spend)  # the certificates below ask for the same knobs again
         deployed = calibration.deployed_index(index, train_spend)
         result = self.point_metrics(sweep.routed(deployed), sweep.probabilities[deployed])
         result.update(
@@ -384,11 +385,48 @@ class Benchmark:
             legacy_rule={
                 k: legacy[k] for k in ("knob", "retained", "cost_reduction", "accuracy", "cost", "aiq") if k in legacy
             },
+            certificates=self.certificates(calibration, sweep, lambda g: calibration.deployed_index(g, train_spend)),
             training_log=getattr(final, "training_log", None),
             fit_seconds=fit_seconds,
             sweep_seconds=route_seconds,
         )
         return result
+
+    def certificates(
+        self, calibration: Calibration, sweep: Sweep, deployed_at: Callable[[int], int]
+    ) -> dict[str, dict[str, Any] | None]:
+        """What each statement about retention would choose on the out-of-fold curve, and what that
+        point kept on test (deployed at its spend, as the chosen point is): the margin the chosen
+        point's guarantee costs, split in two. None where the scan certifies no point.
+
+        * ``estimate``: the out-of-fold estimate reaches the target (no margin, nothing promised);
+        * ``expected``: expected retention on future traffic, with confidence 1 − δ (margin for the
+          calibration's own sampling noise, n queries);
+        * ``batch``: retention on a batch of the test set's size (m queries), with confidence 1 − δ:
+          the chosen point (margin for the calibration's noise and the batch's).
+        """
+        target = self.config.target_retention
+        counts = {
+            "estimate": calibration.certified(target, delta=0.5),  # z = 0: the estimate alone
+            "expected": replace(calibration, future_queries=None).certified(target),
+            "batch": calibration.certified(target),
+        }
+        out: dict[str, dict[str, Any] | None] = {}
+        for statement, count in counts.items():
+            if count == 0:
+                out[statement] = None
+                continue
+            deployed = deployed_at(count - 1)
+            routed = sweep.routed(deployed)
+            out[statement] = {
+                "index": count - 1,  # the certified knob's place in scan order
+                "oof_retained": float(calibration.retention[count - 1]),
+                "oof_cost_reduction": float(calibration.cost_reduction[count - 1]),
+                "knob": sweep.knobs[deployed],
+                "retained": self.ref.retained(routed.accuracy),
+                "cost_reduction": self.ref.cost_reduction(routed.cost),
+            }
+        return out
 
     def cost_predictor(self, rows: np.ndarray) -> CostPredictor:
         """The cost predictor fitted on the training rows ``rows`` (a boolean mask), fitted once per
