@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from entrorouter.data.datasets import load_source
 from entrorouter.evaluation.benchmark import BenchmarkConfig
-from entrorouter.evaluation.resplits import against_the_targets, render_resplits, run_resplit_studies, summarise
+from entrorouter.evaluation.resplits import (
+    against_the_targets,
+    render_resplits,
+    run_resplit_studies,
+    statement_table,
+    summarise,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +53,13 @@ def test_jobs_run_the_same_resplits_side_by_side(routerbench_slice) -> None:
         for split in study["resplits"]:  # the chosen point is a point of the held-out curve
             if split[name]["retained"] >= config.target_retention:
                 assert split[name]["hindsight_cost_reduction"] >= split[name]["cost_reduction"] - 1e-12, name
+            batch = split[name]["certificates"]["batch"]  # the batch statement's point is the chosen point
+            assert (batch is not None) == split[name]["certified"], name
+            if batch is not None:
+                assert (batch["retained"], batch["cost_reduction"]) == (
+                    split[name]["retained"],
+                    split[name]["cost_reduction"],
+                )
     report = render_resplits(study, command="entrorouter benchmark --resplits 2")
     assert "| knn |" in report and "| logistic |" in report
     assert "the resplits of slice, small ran in one queue, 2 at a time" in report
@@ -100,8 +114,13 @@ def test_the_cli_writes_the_study_of_each_dataset_and_adds_it_to_the_report(
     assert (out / "resplits.json").exists() and (out / "report.md").read_text() == before
 
 
-def figures(cost_reduction: float, retained: float = 0.99, *, certified: bool = True) -> dict[str, float | bool | None]:
-    """One router's figures on one resplit, as ``_one_resplit`` records them."""
+def figures(cost_reduction: float, retained: float = 0.99, *, certified: bool = True) -> dict[str, Any]:
+    """One router's figures on one resplit, as ``_one_resplit`` records them: the weaker statements
+    about retention reach cheaper points that keep less."""
+
+    def point(less_kept: float, more_saved: float) -> dict[str, float]:
+        return {"retained": retained - less_kept, "cost_reduction": cost_reduction + more_saved}
+
     return {
         "retained": retained,
         "cost_reduction": cost_reduction,
@@ -110,6 +129,11 @@ def figures(cost_reduction: float, retained: float = 0.99, *, certified: bool = 
         "legacy_cost_reduction": cost_reduction,
         "aiq": 0.5,
         "hindsight_cost_reduction": cost_reduction + 0.1,
+        "certificates": {
+            "estimate": point(0.01, 0.08),
+            "expected": point(0.005, 0.04),
+            "batch": point(0.0, 0.0) if certified else None,
+        },
     }
 
 
@@ -132,6 +156,7 @@ def test_against_the_targets_compares_with_the_routers_that_keep_their_promise()
     assert "31.5%, is the highest of the routers that keep their promise" in text
     assert "the best of the others, steady, saves 28.0% (EntroRouter − steady: +3.5 pts" in text
     assert "48.25% at a guaranteed 98.3%: not reached (31.5%). In hindsight its held-out curves allowed 41.5%" in text
+    assert "expected retention alone, which leaves out the held-out batch's own noise, would have saved 35.5%" in text
 
     for split in per_split:
         split["steady"]["cost_reduction"] = 0.40
@@ -145,3 +170,29 @@ def test_against_the_targets_compares_with_the_routers_that_keep_their_promise()
     study["summary"] = summarise(per_split, 0.9, 0.1)
     text = "\n".join(against_the_targets(study))
     assert "missed the 90.0% target on 4/4 resplits (p = 0.00, certified on 100%): the promise does not hold" in text
+
+
+def test_each_statement_is_judged_on_the_resplits_it_certified() -> None:
+    """A statement that certified nothing on a resplit is left out of its row; the rest count as
+    the chosen point's do, and the table puts the chosen point last."""
+    per_split = [{"entrorouter": figures(0.30, retained=0.99)} for _ in range(4)]
+    per_split[0]["entrorouter"]["certificates"]["estimate"] = None
+    per_split[1]["entrorouter"]["certificates"]["expected"]["retained"] = 0.97  # a miss
+    study = {"n_resplits": 4, "target_retention": 0.983, "delta": 0.1}
+    study["summary"] = summarise(per_split, 0.983, 0.1)
+    statements = study["summary"]["entrorouter"]["statements"]
+    assert statements["estimate"]["certified"] == 3 and statements["estimate"]["violations"] == 3  # 98.0% < 98.3%
+    assert statements["expected"]["violations"] == 1 and statements["expected"]["min_retained"] == 0.97
+    assert statements["batch"] == {
+        "certified": 4,
+        "violations": 0,
+        "violation_p_value": 1.0,
+        "mean_retained": 0.99,
+        "min_retained": 0.99,
+        "mean_cost_reduction": 0.30,
+    }
+    rows = [line for line in statement_table(study) if line.startswith("| ")][1:]
+    assert rows[0].startswith("| the out-of-fold estimate reaches 98.3%") and "| 3/4 | 3/3 |" in rows[0]
+    assert "| 4/4 | 1/4 |" in rows[1] and "97.0%)" in rows[1]
+    assert "**the chosen point** | 4/4 | 0/4 | 1.00 | 99.0% (99.0%) | 30.0% |" in rows[2]
+    assert statement_table({**study, "summary": {"knn": study["summary"]["entrorouter"]}}) == []

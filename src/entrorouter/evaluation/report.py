@@ -6,7 +6,13 @@ from typing import Any
 
 from entrorouter.baselines.base import REGISTRY
 from entrorouter.evaluation.metrics import PAPER_COST_REDUCTION, best_cost_reduction
-from entrorouter.evaluation.resplits import against_the_targets, study_protocol, time_taken, violation_table
+from entrorouter.evaluation.resplits import (
+    against_the_targets,
+    statement_table,
+    study_protocol,
+    time_taken,
+    violation_table,
+)
 
 # What a resplit study must share with a fixed-split run to check that run's rule.
 STUDY_SETTINGS = ("target_retention", "delta", "encoder", "folds")
@@ -187,6 +193,7 @@ def study_rows(study: dict[str, Any], ours: dict[str, Any], rerun: str) -> list[
         + time_taken(study),
         "",
         *violation_table(study),
+        *statement_table(study),
         *against_the_targets(study),
     ]
 
