@@ -9,6 +9,7 @@ from entrorouter.evaluation.metrics import PAPER_COST_REDUCTION, best_cost_reduc
 from entrorouter.evaluation.resplits import (
     against_the_targets,
     statement_table,
+    statement_texts,
     study_protocol,
     time_taken,
     violation_table,
@@ -83,19 +84,13 @@ def hindsight_rows(results: dict[str, Any], routers: dict[str, dict[str, Any]], 
 def certificate_rows(results: dict[str, Any], entro: dict[str, Any], target: float) -> list[str]:
     """EntroRouter's point under three statements about retention, weakest first: what the chosen
     point's margin costs, and which part of it the test set's finite size asks for."""
-    certificates = entro.get("certificates")
-    if not certificates:  # results.json from before the certificates were recorded
-        return []
-    delta, n, m = results["config"]["delta"], entro["calibration"]["n"], results["n_test"]
-    statements = {
-        "estimate": f"the out-of-fold estimate reaches {_pct(target)} (no margin: nothing is promised)",
-        "expected": f"expected retention ≥ {_pct(target)} with {1 - delta:.0%} confidence ({n} calibration queries)",
-        "batch": f"retention on a batch of {m} queries (the test set's size) ≥ {_pct(target)} with "
-        f"{1 - delta:.0%} confidence: **the chosen point**",
-    }
+    m = results["n_test"]
+    batch = f"a batch of {m} queries (the test set's size)"
+    statements = statement_texts(target, results["config"]["delta"], batch=batch)
+    statements["expected"] += f" ({entro['calibration']['n']} calibration queries)"
     rows = []
     for key, statement in statements.items():
-        c = certificates.get(key)
+        c = entro["certificates"][key]
         if c is None:
             rows.append(f"| {statement} | no point certified | — |")
             continue

@@ -207,10 +207,11 @@ def summarise_statements(rows: list[dict[str, Any]], target: float, delta: float
     for statement in rows[0]["certificates"]:
         points = [r["certificates"][statement] for r in rows if r["certificates"][statement] is not None]
         retained = np.array([p["retained"] for p in points])
+        violations = int((retained < target).sum())
         out[statement] = {
             "certified": len(points),
-            "violations": int((retained < target).sum()),
-            "violation_p_value": binomial_tail(int((retained < target).sum()), len(points), delta),
+            "violations": violations,
+            "violation_p_value": binomial_tail(violations, len(points), delta),
             "mean_retained": float(retained.mean()) if points else None,
             "min_retained": float(retained.min()) if points else None,
             "mean_cost_reduction": float(np.mean([p["cost_reduction"] for p in points])) if points else None,
@@ -293,19 +294,24 @@ def violation_table(study: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def statement_texts(target: float, delta: float, *, batch: str) -> dict[str, str]:
+    """The statements about retention that the benchmark's certificates stand for, weakest first,
+    in words (``batch``: the batch the last one is about)."""
+    return {
+        "estimate": f"the out-of-fold estimate reaches {target:.1%} (no margin: nothing is promised)",
+        "expected": f"expected retention ≥ {target:.1%} with {1 - delta:.0%} confidence",
+        "batch": f"retention on {batch} ≥ {target:.1%} with {1 - delta:.0%} confidence: **the chosen point**",
+    }
+
+
 def statement_table(study: dict[str, Any]) -> list[str]:
     """EntroRouter's point under each statement about retention, over the resplits: what the
     batch statement's margin buys (its violations) and what it costs (its saving)."""
     entro = study["summary"].get("entrorouter")
     if entro is None:
         return []
-    target, delta, n = study["target_retention"], study["delta"], study["n_resplits"]
-    statements = {
-        "estimate": f"the out-of-fold estimate reaches {target:.1%} (no margin: nothing is promised)",
-        "expected": f"expected retention ≥ {target:.1%} with {1 - delta:.0%} confidence",
-        "batch": f"retention on a batch of the held-out part's size ≥ {target:.1%} with {1 - delta:.0%} "
-        "confidence: **the chosen point**",
-    }
+    target, n = study["target_retention"], study["n_resplits"]
+    statements = statement_texts(target, study["delta"], batch="a batch of the held-out part's size")
     lines = [
         "### What the guarantee costs, over the resplits (EntroRouter)",
         "",
