@@ -1,4 +1,4 @@
-"""Do the fast encoders (and the lean capability ensembles) route as well as the default? Validation data only.
+"""Do other encoders, capability ensembles or training settings route as well as the default? Validation only.
 
     ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_encoder_quality.py
 
@@ -10,9 +10,11 @@ EntroRouter's capability ensembles the same way (the first is the reference): dr
 kNN part (``mlp+logistic``) removes most of the arrays one routing decision reads, which is
 what a routed request waits for in the gateway (``results/gateway.md``). ``--policy-seeds``
 compares EntroRouter with one policy against the mean of several (``TrainConfig.policy_seeds``),
-which is about its chosen point more than its AIQ. A setting is one encoder with one
-ensemble and one number of policies; the baselines do not depend on the last two, so they
-are fitted once per encoder. On MMLU-Pro and the RouterBench subset. The test splits
+which is about its chosen point more than its AIQ. ``--train-settings`` compares any other
+``TrainConfig`` fields, one JSON object per setting (``'{}'``, the shipped values, first). A
+setting is one encoder with one ensemble, one number of policies and one set of other
+fields; the baselines do not depend on the last three, so they are fitted once per encoder.
+On MMLU-Pro and the RouterBench subset by default (``--datasets``). The test splits
 are never loaded: for each seed a dataset's train split is cut into 80% for fitting and 20%
 held out, and `Benchmark` (which itself carves its operating-point validation from the 80%)
 reports every router's AIQ, and its chosen point, on the held-out 20%. Writes
@@ -22,6 +24,8 @@ reports every router's AIQ, and its chosen point, on the held-out 20%. Writes
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,6 +33,7 @@ import numpy as np
 
 from entrorouter.data.atomic import write_text_atomic
 from entrorouter.data.datasets import load_source
+from entrorouter.errors import ConfigError
 from entrorouter.evaluation.benchmark import Benchmark, BenchmarkConfig
 from entrorouter.router.config import POOLINGS, TrainConfig
 from entrorouter.threads import chosen_threads, limit_threads
@@ -37,7 +42,7 @@ REFERENCE = "minilm"
 ENCODERS = (REFERENCE, "minilm-full", "minilm-onnx")
 DATASETS = ("routerbench_subset", "mmlu_pro")
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
-Setting = tuple[str, str, int]  # encoder, EntroRouter's capability ensemble, its number of policies
+Setting = tuple[str, str, int, str]  # encoder, EntroRouter's capability ensemble, its policies, other fields
 
 
 def say(message: str) -> None:
@@ -64,6 +69,13 @@ def main() -> int:
         help=f"EntroRouter's numbers of policies; the first is the reference ({TrainConfig.policy_seeds})",
     )
     parser.add_argument(
+        "--train-settings",
+        nargs="+",
+        default=["{}"],
+        help="EntroRouter's other TrainConfig fields, one JSON object per setting (e.g. '{\"anchor_temperature\": "
+        "0.05}'); the first is the reference (default {}: the shipped values)",
+    )
+    parser.add_argument(
         "--pooling",
         choices=POOLINGS,
         default=TrainConfig.calibration_pooling,
@@ -77,12 +89,24 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
     limit_threads(chosen_threads())  # ENTROROUTER_THREADS, for torch and NumPy's BLAS alike
+    for fields in args.train_settings:  # fail before any fit
+        try:
+            raw = json.loads(fields)
+        except json.JSONDecodeError:
+            raw = None
+        if not isinstance(raw, dict):
+            parser.error(f"--train-settings: expected a JSON object of TrainConfig fields, got {fields!r}")
+        try:
+            TrainConfig.from_dict(raw, source=repr(fields))
+        except ConfigError as exc:
+            parser.error(f"--train-settings: {exc}")
 
     settings = [
-        (encoder, capability, policies)
+        (encoder, capability, policies, fields)
         for encoder in args.encoders
         for capability in args.capabilities
         for policies in args.policy_seeds
+        for fields in args.train_settings
     ]
     measured: dict[tuple[str, Setting, str], list[dict[str, float]]] = {}
     for dataset in args.datasets:
@@ -92,7 +116,7 @@ def main() -> int:
             held_out[np.random.default_rng(100 + seed).permutation(train.n_queries)[: train.n_queries // 5]] = True
             baselines: dict[str, dict[str, dict[str, float]]] = {}  # by encoder: they ignore the rest
             for setting in settings:
-                encoder, capability, policies = setting
+                encoder, capability, policies, fields = setting
                 routers = [r for r in args.routers if r == "entrorouter" or encoder not in baselines]
                 config = BenchmarkConfig(
                     seed=seed,
@@ -100,7 +124,7 @@ def main() -> int:
                     encoder=encoder,
                     n_boot=100,
                     pooling=args.pooling,
-                    train_config={"capability": capability, "policy_seeds": policies},
+                    train_config={"capability": capability, "policy_seeds": policies, **json.loads(fields)},
                 )
                 results = Benchmark(
                     train.subset(~held_out), train.subset(held_out), config, dataset=dataset, progress=say
@@ -122,13 +146,14 @@ def main() -> int:
 
 def label(args: argparse.Namespace, setting: Setting) -> str:
     """A setting's name in the report: what varies in this run (the encoder when nothing does)."""
-    encoder, capability, policies = setting
+    encoder, capability, policies, fields = setting
     parts = [
         part
         for part, varies in (
             (encoder, len(args.encoders) > 1),
             (capability, len(args.capabilities) > 1),
             (f"{policies} polic{'y' if policies == 1 else 'ies'}", len(args.policy_seeds) > 1),
+            (", ".join(f"{k}={v}" for k, v in json.loads(fields).items()) or "shipped", len(args.train_settings) > 1),
         )
         if varies
     ]
@@ -147,7 +172,7 @@ def write_report(
         f"# Routing quality: {', '.join(names[s] for s in others)} against {names[reference]}",
         "",
         "Command: `ENTROROUTER_THREADS=1 ENTROROUTER_DATA_DIR=../shared/data .venv/bin/python "
-        f"benchmarks/bench_encoder_quality.py{''.join(' ' + a for a in sys.argv[1:])}`.",
+        f"benchmarks/bench_encoder_quality.py{''.join(' ' + shlex.quote(a) for a in sys.argv[1:])}`.",
         "",
         f"**Train splits only** (the test splits are never loaded): for seeds 0–{args.seeds - 1}, 80% of a "
         "dataset's train split fits every router and 20% is held out; AIQ on the held-out 20% (mean, then per "

@@ -20,3 +20,23 @@ def test_the_script_answers_help(script) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ('{"anchor_temperature": -1}', "config field 'anchor_temperature': expected a number > 0, got -1"),
+        ('{"anchor_temp": 0.05}', "unknown field(s) ['anchor_temp']"),
+        ("anchor_temperature=0.05", "expected a JSON object of TrainConfig fields, got 'anchor_temperature=0.05'"),
+    ],
+)
+def test_a_bad_training_setting_is_refused_before_any_fit(setting: str, message: str) -> None:
+    script = REPO / "benchmarks" / "bench_encoder_quality.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--train-settings", "{}", setting, "--datasets", "no_such_dataset"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

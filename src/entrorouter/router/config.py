@@ -62,7 +62,9 @@ class TrainConfig:
     capability: str = "knn+mlp+logistic"
     """Offline estimate of P(model solves query): "knn" (neighbours, Beta prior towards the
     model's accuracy on the query's cluster), "mlp" or "logistic" (per-model success
-    predictors, cross-fitted and bagged), or several joined by "+" (their mean)."""
+    predictors, cross-fitted and bagged), or several joined by "+" (their mean). Without the
+    logistic part the chosen point on validation moved by +1.6 and +0.3 points (RouterBench,
+    MMLU-Pro), no more than retraining moves it (``benchmarks/results/capability_knn_mlp.md``)."""
     knn_k: int = 32
     """Neighbours used by the kNN estimate."""
     prior_strength: float = 4.0
@@ -73,7 +75,9 @@ class TrainConfig:
     """Cross-fitting folds of the success predictors (a training query's estimate never uses
     its own outcome) when there is no calibration; with one, its folds are used instead."""
     anchor_temperature: float = 0.1
-    """T_A in π_A(k|q) ∝ exp((â − λ·ĉ)/T_A). Lower is sharper."""
+    """T_A in π_A(k|q) ∝ exp((â − λ·ĉ)/T_A). Lower is sharper. 0.05 and 0.2 were level in AIQ
+    on validation and their chosen points saved no more (less on MMLU-Pro):
+    ``benchmarks/results/anchor_temperature.md``."""
 
     # --- policy network
     hidden: int = 256
