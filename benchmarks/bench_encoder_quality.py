@@ -28,6 +28,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,8 @@ REFERENCE = "minilm"
 ENCODERS = (REFERENCE, "minilm-full", "minilm-onnx")
 DATASETS = ("routerbench_subset", "mmlu_pro")
 ROUTERS = ["knn", "logistic", "mlp", "entrorouter"]
-Setting = tuple[str, str, int, str]  # encoder, EntroRouter's capability ensemble, its policies, other fields
+Fields = tuple[tuple[str, Any], ...]  # TrainConfig fields set apart from their shipped values
+Setting = tuple[str, str, int, Fields]  # encoder, EntroRouter's capability ensemble, its policies, other fields
 
 
 def say(message: str) -> None:
@@ -89,24 +91,26 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/encoder_quality.md"))
     args = parser.parse_args()
     limit_threads(chosen_threads())  # ENTROROUTER_THREADS, for torch and NumPy's BLAS alike
-    for fields in args.train_settings:  # fail before any fit
+    train_settings: list[Fields] = []
+    for text in args.train_settings:  # fail before any fit
         try:
-            raw = json.loads(fields)
+            raw = json.loads(text)
         except json.JSONDecodeError:
             raw = None
         if not isinstance(raw, dict):
-            parser.error(f"--train-settings: expected a JSON object of TrainConfig fields, got {fields!r}")
+            parser.error(f"--train-settings: expected a JSON object of TrainConfig fields, got {text!r}")
         try:
-            TrainConfig.from_dict(raw, source=repr(fields))
+            TrainConfig.from_dict(raw, source=repr(text))
         except ConfigError as exc:
             parser.error(f"--train-settings: {exc}")
+        train_settings.append(tuple(raw.items()))
 
     settings = [
         (encoder, capability, policies, fields)
         for encoder in args.encoders
         for capability in args.capabilities
         for policies in args.policy_seeds
-        for fields in args.train_settings
+        for fields in train_settings
     ]
     measured: dict[tuple[str, Setting, str], list[dict[str, float]]] = {}
     for dataset in args.datasets:
@@ -124,7 +128,7 @@ def main() -> int:
                     encoder=encoder,
                     n_boot=100,
                     pooling=args.pooling,
-                    train_config={"capability": capability, "policy_seeds": policies, **json.loads(fields)},
+                    train_config={"capability": capability, "policy_seeds": policies, **dict(fields)},
                 )
                 results = Benchmark(
                     train.subset(~held_out), train.subset(held_out), config, dataset=dataset, progress=say
@@ -153,7 +157,7 @@ def label(args: argparse.Namespace, setting: Setting) -> str:
             (encoder, len(args.encoders) > 1),
             (capability, len(args.capabilities) > 1),
             (f"{policies} polic{'y' if policies == 1 else 'ies'}", len(args.policy_seeds) > 1),
-            (", ".join(f"{k}={v}" for k, v in json.loads(fields).items()) or "shipped", len(args.train_settings) > 1),
+            (", ".join(f"{k}={v}" for k, v in fields) or "shipped", len(args.train_settings) > 1),
         )
         if varies
     ]
