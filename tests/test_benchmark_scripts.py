@@ -26,6 +26,11 @@ def test_the_script_answers_help(script) -> None:
     ("setting", "message"),
     [
         ('{"anchor_temperature": -1}', "config field 'anchor_temperature': expected a number > 0, got -1"),
+        (
+            '{"anchor_temperature_end": 0}',
+            "config field 'anchor_temperature_end': expected None or a number > 0, got 0",
+        ),
+        ('{"policy_seeds": 1}', "set 'policy_seeds' with --policy-seeds, not here"),
         ('{"anchor_temp": 0.05}', "unknown field(s) ['anchor_temp']"),
         ("anchor_temperature=0.05", "expected a JSON object of TrainConfig fields, got 'anchor_temperature=0.05'"),
     ],

@@ -25,7 +25,7 @@ STEP_FIELDS = {
     "suppression",
     "suppressed",
 }
-RL_FIELDS = STEP_FIELDS | {"kl_prev", "clip_frac", "beta", "alpha", "target_entropy", "pg_loss"}
+RL_FIELDS = STEP_FIELDS | {"kl_prev", "clip_frac", "beta", "anchor_temperature", "alpha", "target_entropy", "pg_loss"}
 
 
 def fit(table, **overrides) -> Router:
@@ -73,6 +73,23 @@ def test_estimators_run_and_keep_the_trust_region(demo_table, estimator: str) ->
     for kls in by_iteration.values():
         assert all(k <= 0.01 for k in kls[:-1])
     assert all(0.0 <= r["clip_frac"] <= 1.0 for r in rl)
+
+
+def test_anchor_temperature_schedule_moves_the_kl_target_only(demo_table) -> None:
+    def rl_steps(router: Router) -> list[dict]:
+        return [r for r in router.training_log if r.get("stage") == "rl" and "event" not in r]
+
+    constant = fit(demo_table, anchor_temperature=0.1, patience=10)
+    scheduled = fit(demo_table, anchor_temperature=0.1, anchor_temperature_end=0.025, patience=10)
+    assert {r["anchor_temperature"] for r in rl_steps(constant)} == {0.1}
+    by_iteration = {r["iteration"]: r["anchor_temperature"] for r in rl_steps(scheduled)}
+    # Geometric over the 4 iterations: 0.1 · 0.25^(i/3).
+    assert by_iteration == pytest.approx({i: 0.1 * 0.25 ** (i / 3) for i in range(4)})
+    # Stage 1 and the first RL iteration are the same fit; the KL term differs from then on.
+    first = [r["kl_anchor"] for r in rl_steps(constant) if r["iteration"] == 0]
+    assert first == [r["kl_anchor"] for r in rl_steps(scheduled) if r["iteration"] == 0]
+    later = [r["kl_anchor"] for r in rl_steps(constant) if r["iteration"] == 3]
+    assert later != [r["kl_anchor"] for r in rl_steps(scheduled) if r["iteration"] == 3]
 
 
 def test_soft_supervision_keeps_higher_entropy_than_hard(demo_table) -> None:

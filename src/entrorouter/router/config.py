@@ -78,6 +78,13 @@ class TrainConfig:
     """T_A in π_A(k|q) ∝ exp((â − λ·ĉ)/T_A). Lower is sharper. 0.05 and 0.2 were level in AIQ
     on validation and their chosen points saved no more (less on MMLU-Pro):
     ``benchmarks/results/anchor_temperature.md``."""
+    anchor_temperature_end: float | None = None
+    """A schedule for the anchor that RL's KL term holds the policy to: its temperature moves
+    geometrically from ``anchor_temperature`` to this over the RL iterations (None: constant).
+    Only the KL target moves; the residual base of the policy's logits keeps
+    ``anchor_temperature``, which is what routing computes. Sharpening to 0.03 or softening to
+    0.3 saved no more at the chosen point on validation (within 0.7 points on every dataset):
+    ``benchmarks/results/anchor_temperature_schedule.md``."""
 
     # --- policy network
     hidden: int = 256
@@ -193,6 +200,11 @@ class TrainConfig:
             "target_kl",
         ):
             need(getattr(self, name) > 0, name, "a number > 0")
+        need(
+            self.anchor_temperature_end is None or self.anchor_temperature_end > 0,
+            "anchor_temperature_end",
+            "None or a number > 0",
+        )
         need(self.batch_size is None or self.batch_size >= 1, "batch_size", "None or an integer >= 1")
         for name in ("knn_k", "hidden", "n_layers", "group_size", "n_clusters", "calibration_points", "policy_seeds"):
             need(int(getattr(self, name)) >= 1, name, "an integer >= 1")

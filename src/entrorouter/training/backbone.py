@@ -39,7 +39,14 @@ from entrorouter.policy.weights import anchor_logits
 from entrorouter.router.capability import KnnCapability
 from entrorouter.router.config import TrainConfig
 from entrorouter.training.nets import as_float_tensor
-from entrorouter.training.trainer import RoutingData, entropy, kl, route_first_observed, soft_targets
+from entrorouter.training.trainer import (
+    RoutingData,
+    entropy,
+    kl,
+    kl_anchor_temperature,
+    route_first_observed,
+    soft_targets,
+)
 
 if TYPE_CHECKING:
     from entrorouter.features.finetuned import FineTunedMiniLMEncoder
@@ -196,7 +203,8 @@ def finetune_encoder(
             vectors = encoder.embed_for_training(list(texts[batch.features.numpy().tolist()]))
             anchor_batch = anchor(batch, lam)
             logp = F.log_softmax(head(vectors, lam, anchor_batch), dim=1)
-            anchor_logp = F.log_softmax(anchor_batch, dim=1)
+            kl_temperature = kl_anchor_temperature(config, max(progress, 0.0))  # stage 1: the start value
+            anchor_logp = F.log_softmax(anchor_logits(batch.capability, batch.cost_pred, lam, kl_temperature), dim=1)
             kl_anchor = kl(logp, anchor_logp).mean()
             metrics: dict[str, Any] = {}
             if stage == "backbone-sft":

@@ -10,7 +10,8 @@ Stage 2 maximises, per iteration, the PPO surrogate with an asymmetric clip
 * ``exact``: the expectation over k is a sum over the K models, A = r − E_{π_old}[r];
 * ``grpo`` / ``rloo``: G models sampled from π_old per query, group-relative advantages.
 
-β_t decays geometrically; α is a SAC-style multiplier that keeps the policy entropy near a
+β_t decays geometrically (and, with ``anchor_temperature_end``, so does the temperature of the
+π_A in the KL term); α is a SAC-style multiplier that keeps the policy entropy near a
 target decaying from ``entropy_start·log K`` to ``entropy_floor·log K``, so entropy
 contracts gradually. An iteration stops early once KL(π_old‖π_θ) > ``target_kl`` (the
 trust region), and the weights kept are those with the best validation reward.
@@ -103,6 +104,14 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
 def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """Per-row KL(p ‖ q) from log-probabilities."""
     return (logp.exp() * (logp - logq)).sum(dim=-1)
+
+
+def kl_anchor_temperature(config: TrainConfig, progress: float) -> float:
+    """T_A of the anchor in RL's KL term at ``progress`` ∈ [0, 1] of the RL iterations:
+    geometric from ``anchor_temperature`` to ``anchor_temperature_end`` (constant if None)."""
+    end = config.anchor_temperature_end
+    start = config.anchor_temperature
+    return start if end is None else start * (end / start) ** progress
 
 
 def route_first_observed(logits: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
@@ -288,6 +297,7 @@ class Trainer:
                 if c.beta_end > 0
                 else c.beta_start * (1 - progress)
             )
+            anchor_temperature = kl_anchor_temperature(c, progress)
             target_entropy = None
             if c.entropy_start is not None:
                 frac = c.entropy_start + (c.entropy_floor - c.entropy_start) * progress
@@ -300,7 +310,9 @@ class Trainer:
                 old_logp = F.log_softmax(self.logits(self.train, lam), dim=1)
                 self.policy.train()
                 rewards = self.train.rewards(lam)
-                anchor_logp = F.log_softmax(self.anchor(self.train, lam), dim=1)
+                anchor_logp = F.log_softmax(
+                    anchor_logits(self.train.capability, self.train.cost_pred, lam, anchor_temperature), dim=1
+                )
                 if c.estimator == "exact":
                     advantages = rewards - (old_logp.exp() * rewards).sum(dim=1, keepdim=True)
                     actions = None
@@ -347,6 +359,7 @@ class Trainer:
                             "kl_prev": kl_prev,
                             "clip_frac": clip_frac,
                             "beta": beta,
+                            "anchor_temperature": anchor_temperature,
                             "alpha": alpha,
                             "target_entropy": target_entropy,
                         },
