@@ -104,7 +104,8 @@ class TrainConfig:
     of a policy's trade-off, at that many times the policy's training time. Alone a small,
     mixed gain on validation (``benchmarks/results/policy_seeds.md``); with
     ``calibration_pooling = "spend"`` the chosen point's lead over the best baseline widened
-    on all three public datasets (``benchmarks/results/policy_seeds_spend*.md``)."""
+    on all three public datasets (``benchmarks/results/policy_seeds_spend*.md``). Two saved less
+    at the chosen point, five no more (``policy_seeds_two.md``, ``policy_seeds_five.md``)."""
 
     # --- stage 1: supervision
     init: str = "soft"
