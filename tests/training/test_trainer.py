@@ -75,7 +75,7 @@ def test_estimators_run_and_keep_the_trust_region(demo_table, estimator: str) ->
     assert all(0.0 <= r["clip_frac"] <= 1.0 for r in rl)
 
 
-def test_anchor_temperature_schedule_moves_the_kl_target_only(demo_table) -> None:
+def test_anchor_temperature_schedule_moves_the_kl_target_in_rl(demo_table) -> None:
     def rl_steps(router: Router) -> list[dict]:
         return [r for r in router.training_log if r.get("stage") == "rl" and "event" not in r]
 
