@@ -174,8 +174,8 @@ def finetune_encoder(
         lam = torch.exp(math.log(config.lam_min) + u * math.log(config.lam_max / config.lam_min))
         return torch.where(torch.rand(n, generator=generator) < 0.1, torch.zeros(n), lam)
 
-    def anchor(batch: RoutingData, lam: torch.Tensor) -> torch.Tensor:
-        return anchor_logits(batch.capability, batch.cost_pred, lam, config.anchor_temperature)
+    def anchor(batch: RoutingData, lam: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        return anchor_logits(batch.capability, batch.cost_pred, lam, temperature or config.anchor_temperature)
 
     @torch.no_grad()
     def val_reward() -> float:
@@ -203,8 +203,9 @@ def finetune_encoder(
             vectors = encoder.embed_for_training(list(texts[batch.features.numpy().tolist()]))
             anchor_batch = anchor(batch, lam)
             logp = F.log_softmax(head(vectors, lam, anchor_batch), dim=1)
-            kl_temperature = kl_anchor_temperature(config, max(progress, 0.0))  # stage 1: the start value
-            anchor_logp = F.log_softmax(anchor_logits(batch.capability, batch.cost_pred, lam, kl_temperature), dim=1)
+            scheduled = stage == "backbone-rl" and config.anchor_temperature_end is not None
+            kl_target = anchor(batch, lam, kl_anchor_temperature(config, progress)) if scheduled else anchor_batch
+            anchor_logp = F.log_softmax(kl_target, dim=1)
             kl_anchor = kl(logp, anchor_logp).mean()
             metrics: dict[str, Any] = {}
             if stage == "backbone-sft":

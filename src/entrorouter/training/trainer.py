@@ -164,8 +164,9 @@ class Trainer:
         zero = torch.rand(n, generator=self.generator) < 0.1
         return torch.where(zero, torch.zeros(n), log_lam.exp())
 
-    def anchor(self, data: RoutingData, lam: torch.Tensor) -> torch.Tensor:
-        return anchor_logits(data.capability, data.cost_pred, lam, self.config.anchor_temperature)
+    def anchor(self, data: RoutingData, lam: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """π_A's logits; ``temperature`` defaults to ``anchor_temperature`` (what routing uses)."""
+        return anchor_logits(data.capability, data.cost_pred, lam, temperature or self.config.anchor_temperature)
 
     def logits(self, data: RoutingData, lam: torch.Tensor, first_layer: torch.Tensor | None = None) -> torch.Tensor:
         """The policy's logits; ``first_layer`` may pass :meth:`first_layer` of ``data``."""
@@ -310,9 +311,7 @@ class Trainer:
                 old_logp = F.log_softmax(self.logits(self.train, lam), dim=1)
                 self.policy.train()
                 rewards = self.train.rewards(lam)
-                anchor_logp = F.log_softmax(
-                    anchor_logits(self.train.capability, self.train.cost_pred, lam, anchor_temperature), dim=1
-                )
+                anchor_logp = F.log_softmax(self.anchor(self.train, lam, anchor_temperature), dim=1)
                 if c.estimator == "exact":
                     advantages = rewards - (old_logp.exp() * rewards).sum(dim=1, keepdim=True)
                     actions = None
