@@ -10,6 +10,7 @@ from entrorouter.policy.weights import policy_input
 from entrorouter.router import Router
 from entrorouter.router.config import TrainConfig
 from entrorouter.training.fit import fit_parts
+from entrorouter.training.trainer import anchor_weight
 
 from ..conftest import FAST
 
@@ -75,6 +76,16 @@ def test_estimators_run_and_keep_the_trust_region(demo_table, estimator: str) ->
     assert all(0.0 <= r["clip_frac"] <= 1.0 for r in rl)
 
 
+def test_anchor_weight_decays_geometrically_or_linearly_to_zero() -> None:
+    assert [anchor_weight(TrainConfig(beta_start=0.2, beta_end=0.02), p) for p in (0, 0.5, 1)] == pytest.approx(
+        [0.2, 0.2 * 0.1**0.5, 0.02]
+    )
+    assert [anchor_weight(TrainConfig(beta_start=0.2, beta_end=0), p) for p in (0, 0.5, 1)] == pytest.approx(
+        [0.2, 0.1, 0]
+    )
+    assert anchor_weight(TrainConfig(beta_start=0, beta_end=0), 0.5) == 0
+
+
 def test_anchor_temperature_schedule_moves_the_kl_target_in_rl(demo_table) -> None:
     def rl_steps(router: Router) -> list[dict]:
         return [r for r in router.training_log if r.get("stage") == "rl" and "event" not in r]
@@ -85,6 +96,8 @@ def test_anchor_temperature_schedule_moves_the_kl_target_in_rl(demo_table) -> No
     by_iteration = {r["iteration"]: r["anchor_temperature"] for r in rl_steps(scheduled)}
     # Geometric over the 4 iterations: 0.1 · 0.25^(i/3).
     assert by_iteration == pytest.approx({i: 0.1 * 0.25 ** (i / 3) for i in range(4)})
+    beta = {r["iteration"]: r["beta"] for r in rl_steps(scheduled)}  # β_t keeps its own schedule
+    assert beta == pytest.approx({i: 0.2 * 0.1 ** (i / 3) for i in range(4)})
     # Stage 1 and the first RL iteration are the same fit; the KL term differs from then on.
     first = [r["kl_anchor"] for r in rl_steps(constant) if r["iteration"] == 0]
     assert first == [r["kl_anchor"] for r in rl_steps(scheduled) if r["iteration"] == 0]

@@ -143,7 +143,8 @@ class TrainConfig:
     beta_start: float = 0.2
     """Anchor weight β_t at the start of RL (KL(π_θ ‖ π_A) penalty)."""
     beta_end: float = 0.02
-    """Anchor weight at the end; β_t decays geometrically in between. 0 disables the anchor."""
+    """Anchor weight at the end; β_t decays geometrically in between, or linearly when this is
+    0. Both 0 leave the anchor out of RL (the ``soft_sft_rl_no_anchor`` ablation)."""
     entropy_start: float | None = 0.6
     """Target entropy at the start of RL as a fraction of log K; None disables the
     SAC-style entropy multiplier."""
@@ -219,6 +220,11 @@ class TrainConfig:
             "0 < clip_low < 1 and clip_high > 0",
         )
         need(self.beta_start >= 0 and self.beta_end >= 0, "beta_start", "non-negative anchor weights")
+        need(
+            self.beta_start > 0 or self.beta_end == 0,
+            "beta_end",
+            "0 when beta_start is 0 (β_t decays from beta_start; set both to 0 to leave the anchor out)",
+        )
         need(
             self.entropy_start is None or 0 < self.entropy_start <= 1,
             "entropy_start",

@@ -41,6 +41,7 @@ from entrorouter.router.config import TrainConfig
 from entrorouter.training.nets import as_float_tensor
 from entrorouter.training.trainer import (
     RoutingData,
+    anchor_weight,
     entropy,
     kl,
     kl_anchor_temperature,
@@ -196,7 +197,7 @@ def finetune_encoder(
     for epoch in range(n_epochs):
         stage = "backbone-sft" if epoch < bb.sft_epochs else "backbone-rl"
         progress = (epoch - bb.sft_epochs) / max(bb.rl_epochs - 1, 1)
-        beta = config.beta_start * (config.beta_end / config.beta_start) ** progress if config.beta_end > 0 else 0.0
+        beta = anchor_weight(config, progress) if stage == "backbone-rl" else None
         for rows in torch.randperm(len(train), generator=generator).split(bb.batch_size):
             batch = train.subset(rows)
             lam = sample_lams(len(rows))
@@ -232,7 +233,7 @@ def finetune_encoder(
                     "loss": float(loss.detach()),
                     "entropy": float(entropy(logp.detach()).mean()),
                     "kl_anchor": float(kl_anchor.detach()),
-                    "beta": beta if stage == "backbone-rl" else None,
+                    "beta": beta,
                     "seconds": round(elapsed, 2),
                     **metrics,
                 }

@@ -106,6 +106,14 @@ def kl(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     return (logp.exp() * (logp - logq)).sum(dim=-1)
 
 
+def anchor_weight(config: TrainConfig, progress: float) -> float:
+    """β_t, the weight of RL's KL term, at ``progress`` ∈ [0, 1] of the RL iterations:
+    geometric from ``beta_start`` to ``beta_end``, or linear to 0 when ``beta_end`` is 0
+    (a geometric schedule cannot reach 0); both 0 leave the anchor out of RL."""
+    start, end = config.beta_start, config.beta_end
+    return start * (1 - progress) if end == 0 else start * (end / start) ** progress
+
+
 def kl_anchor_temperature(config: TrainConfig, progress: float) -> float:
     """T_A of the anchor in RL's KL term at ``progress`` ∈ [0, 1] of the RL iterations:
     geometric from ``anchor_temperature`` to ``anchor_temperature_end`` (constant if None)."""
@@ -293,11 +301,7 @@ class Trainer:
         stale = 0
         for iteration in range(c.rl_iterations):
             progress = iteration / max(c.rl_iterations - 1, 1)
-            beta = (
-                c.beta_start * (c.beta_end / c.beta_start) ** progress
-                if c.beta_end > 0
-                else c.beta_start * (1 - progress)
-            )
+            beta = anchor_weight(c, progress)
             anchor_temperature = kl_anchor_temperature(c, progress)
             target_entropy = None
             if c.entropy_start is not None:
