@@ -115,8 +115,14 @@ def test_user_errors(demo_file: Path, tmp_path: Path) -> None:
     assert_user_error(run("route", "--router", str(tmp_path), "hi"), "config.json")
     assert_user_error(run("data", "import", "demo", "--out", str(tmp_path / "t.xlsx")), "unsupported file type")
     bad_config = tmp_path / "c.json"
-    # beta_start 0 with the default beta_end: a geometric β_t from 0 (once a division by zero in RL).
-    for settings, field in (({"estimator": "ppo"}, "estimator"), ({"beta_start": 0}, "beta_end")):
+    # Each of the last two was once a traceback in RL: a geometric β_t from 0 (division by zero), and
+    # group-relative advantages over one sample (NaN).
+    refused = (
+        ({"estimator": "ppo"}, "estimator"),
+        ({"beta_start": 0}, "beta_end"),
+        ({"estimator": "rloo", "group_size": 1}, "group_size"),
+    )
+    for settings, field in refused:
         bad_config.write_text(json.dumps(settings))
         train = run("train", "--data", str(demo_file), "--out", str(tmp_path / "r"), "--config", str(bad_config))
         assert_user_error(train, f"config field {field!r}")

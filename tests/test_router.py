@@ -175,6 +175,14 @@ def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
         Router(TrainConfig(encoder="hashed-tfidf")).fit(table)
 
 
+def test_more_calibration_folds_than_queries_are_refused_before_any_work(demo_table) -> None:
+    table = demo_table.split("train").subset(np.arange(30))
+    router = Router(TrainConfig(encoder="hashed-tfidf", calibration_folds=31))
+    with pytest.raises(EntroRouterError, match="calibration_folds = 31 is more than the 30 queries"):
+        router.fit(table)
+    assert router.encoder is None  # refused before the encoder was even built
+
+
 def test_target_retention_knob(tiny_router: Path, demo_table) -> None:
     router = Router.load(tiny_router)
     calibration = router.calibration

@@ -219,6 +219,11 @@ class TrainConfig:
             "clip_low",
             "0 < clip_low < 1 and clip_high > 0",
         )
+        need(
+            self.estimator == "exact" or self.group_size >= 2,
+            "group_size",
+            f"an integer >= 2 with estimator {self.estimator!r} (its advantages compare a query's samples)",
+        )
         need(self.beta_start >= 0 and self.beta_end >= 0, "beta_start", "non-negative anchor weights")
         need(
             self.beta_start > 0 or self.beta_end == 0,

@@ -49,8 +49,8 @@ def say(progress: bool, message: str) -> None:
         print(f"training: {message}", file=sys.stderr, flush=True)
 
 
-def check_trainable(table: OutcomeTable) -> None:
-    """A clear error for a table no router can be trained on."""
+def check_trainable(table: OutcomeTable, config: TrainConfig) -> None:
+    """A clear error for a table no router can be trained on, before any work (embedding can take minutes)."""
     if table.n_queries < 20:
         raise EntroRouterError(f"table {table.name!r} has {table.n_queries} queries; training needs at least 20")
     if table.n_models < 2:
@@ -60,6 +60,11 @@ def check_trainable(table: OutcomeTable) -> None:
         raise EntroRouterError(
             f"table {table.name!r} has no outcome at all for model(s) {unseen}: nothing to learn about them; "
             "collect some outcomes or leave the model(s) out"
+        )
+    if config.calibration_folds > table.n_queries:
+        raise EntroRouterError(
+            f"calibration_folds = {config.calibration_folds} is more than the {table.n_queries} queries of table "
+            f"{table.name!r}: every fold needs a query; lower calibration_folds (default 5)"
         )
 
 
@@ -82,7 +87,7 @@ def fit_router(
     per-step validation diagnostics (the same weights, in less time).
     """
     c = router.config
-    check_trainable(table)
+    check_trainable(table, c)
     router.cache = cache or router.cache or EmbeddingCache()
     texts = [str(q) for q in table.queries]
     router.encoder = make_encoder(c.encoder)
