@@ -262,3 +262,19 @@ def test_the_fine_tuned_router_s_flags_fail_before_any_work(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err
     assert not out.exists()
+
+
+def test_more_folds_than_training_queries_fail_before_any_embedding(
+    routerbench_slice, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from entrorouter.cli import main
+
+    train, test = routerbench_slice
+    paths = [write_table(table, tmp_path / f"{name}.parquet") for name, table in (("train", train), ("test", test))]
+    out = tmp_path / "reports"
+    # Each of the 501 folds would be fitted and swept: hours of work on mostly empty folds.
+    args = ["--train", str(paths[0]), "--test", str(paths[1]), "--folds", "501", "--out", str(out)]
+    code = main(["benchmark", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and "--folds 501 is more than the 500 training queries" in err and "Traceback" not in err
+    assert not out.exists()

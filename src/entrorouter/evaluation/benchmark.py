@@ -227,6 +227,11 @@ class Benchmark:
         self.say = progress or (lambda message: None)
         self.models = train.models
         test = test.select_models(self.models)
+        if config.folds > train.n_queries:
+            raise EntroRouterError(
+                f"--folds {config.folds} is more than the {train.n_queries} training queries of {self.dataset!r}: "
+                "every fold needs a query"
+            )
         self.folds = stratified_folds(train, config.folds, config.seed)
         # Shared by every fit of this run, so nets trained on the same folds are trained once.
         self.fold_plan = FoldPlan(self.folds, config.folds)
