@@ -10,10 +10,10 @@ Stage 2 maximises, per iteration, the PPO surrogate with an asymmetric clip
 * ``exact``: the expectation over k is a sum over the K models, A = r − E_{π_old}[r];
 * ``grpo`` / ``rloo``: G models sampled from π_old per query, group-relative advantages.
 
-β_t decays geometrically (and, with ``anchor_temperature_end``, so does the temperature of the
-π_A in the KL term); α is a SAC-style multiplier that keeps the policy entropy near a
-target decaying from ``entropy_start·log K`` to ``entropy_floor·log K``, so entropy
-contracts gradually. An iteration stops early once KL(π_old‖π_θ) > ``target_kl`` (the
+β_t decays geometrically (:func:`anchor_weight`; and, with ``anchor_temperature_end``, so
+does the temperature of the π_A in the KL term); α is a SAC-style multiplier that keeps the
+policy entropy near a target decaying from ``entropy_start·log K`` to ``entropy_floor·log K``,
+so entropy contracts gradually. An iteration stops early once KL(π_old‖π_θ) > ``target_kl`` (the
 trust region), and the weights kept are those with the best validation reward.
 """
 
