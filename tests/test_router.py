@@ -24,8 +24,11 @@ def test_route_returns_model_ranking_and_probabilities(tiny_router: Path, demo_t
     assert sorted(result.ranking) == sorted(demo_table.models)
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert router.route([]) == []
-    with pytest.raises(EntroRouterError, match="λ must be"):
-        router.route(["x"], lam=-1)
+    for bad in (-1, float("nan"), 1e39):  # 1e39: float32 logits would overflow to NaN probabilities
+        with pytest.raises(EntroRouterError, match=r"λ must be a number in \[0, 1e\+06\]"):
+            router.route(["x"], lam=bad)
+    [cheapest] = router.route(["x"], lam=1e6)
+    assert np.isfinite(list(cheapest.probabilities.values())).all()
 
 
 def test_cost_knob_moves_towards_cheaper_models(tiny_router: Path, demo_table) -> None:

@@ -121,7 +121,7 @@ def test_a_router_slower_than_the_inline_limit_stays_in_the_workers(router_dir: 
 
 def test_a_failing_batch_fails_its_requests_and_routing_goes_on(batcher, router) -> None:
     async def main() -> None:
-        with pytest.raises(RoutingError, match="λ must be a finite number"):
+        with pytest.raises(RoutingError, match=r"λ must be a number in \[0, 1e\+06\]"):
             await batcher.route("a", math.nan)
         result = await batcher.route("a", 0.0)
         assert result.model in router.models

@@ -15,6 +15,10 @@ POOLINGS = ("knob", "spend")
 POLICY_INPUTS = ("embedding", "estimates", "embedding+estimates")
 ESTIMATORS = ("exact", "grpo", "rloo")
 CAPABILITY_PARTS = ("knn", "mlp", "logistic")
+#: The largest λ a router accepts. Costs are scaled to about 1 and scores lie in [0, 1], so far
+#: below this every router already routes to the cheapest model; far above it the policy's
+#: float32 logits overflow and its probabilities turn to NaN.
+LAM_CEILING = 1e6
 
 
 @dataclass
@@ -185,14 +189,18 @@ class TrainConfig:
             "capability",
             f"one or more of {CAPABILITY_PARTS} joined by '+'",
         )
-        need(self.lam is None or self.lam >= 0, "lam", "None or a number >= 0")
+        need(self.lam is None or 0 <= self.lam <= LAM_CEILING, "lam", f"None or a number in [0, {LAM_CEILING:g}]")
         need(0 < self.target_retention <= 1.5, "target_retention", "a fraction such as 0.983")
         need(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds", "0 or an integer >= 2")
         need(self.calibration_folds or self.lam is not None, "calibration_folds", "> 0 when lam is None")
         need(0 < self.risk_delta < 1, "risk_delta", "a number in (0, 1)")
         need(self.calibration_pooling in POOLINGS, "calibration_pooling", f"one of {POOLINGS}")
         need(self.future_queries is None or self.future_queries >= 1, "future_queries", "None or an integer >= 1")
-        need(0 < self.lam_min < self.lam_max, "lam_max", "a number above lam_min")
+        need(
+            0 < self.lam_min < self.lam_max <= LAM_CEILING,
+            "lam_max",
+            f"a number above lam_min, at most {LAM_CEILING:g}",
+        )
         for name in (
             "anchor_temperature",
             "soft_temperature",

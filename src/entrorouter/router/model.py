@@ -32,7 +32,7 @@ from entrorouter.numeric import softmax
 from entrorouter.policy.weights import PolicyEnsemble, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
 from entrorouter.router.capability import CapabilityEstimator, FoldPlan, make_capability
-from entrorouter.router.config import TrainConfig
+from entrorouter.router.config import LAM_CEILING, TrainConfig
 
 if TYPE_CHECKING:
     from entrorouter.data.table import OutcomeTable
@@ -162,8 +162,8 @@ class Router:
         lam_values = np.broadcast_to(
             np.asarray(self.lam if lam is None else lam, dtype=np.float64), (len(inputs.features),)
         )
-        if (lam_values < 0).any() or not np.isfinite(lam_values).all():
-            raise EntroRouterError(f"λ must be a finite number >= 0, got {lam!r}")
+        if not ((lam_values >= 0) & (lam_values <= LAM_CEILING)).all():  # NaN fails both
+            raise EntroRouterError(f"λ must be a number in [0, {LAM_CEILING:g}], got {lam!r}")
         lam32 = lam_values.astype(np.float32)
         anchor = (
             anchor_logits(

@@ -15,6 +15,7 @@ from typing import Any
 
 from entrorouter.errors import EntroRouterError
 from entrorouter.messages import message_text
+from entrorouter.router.config import LAM_CEILING
 from entrorouter.serving.config import ROUTER_MODEL
 
 
@@ -108,9 +109,9 @@ def resolve_model(
             value = float(text)
         except ValueError:
             value = math.nan
-        valid = math.isfinite(value) and (value >= 0 if separator == ":" else 0 < value <= 1.5)
+        valid = 0 <= value <= LAM_CEILING if separator == ":" else 0 < value <= 1.5  # NaN fails both
         if not valid:
-            expected = "a finite number λ >= 0" if separator == ":" else "a fraction such as 0.98"
+            expected = f"a number λ in [0, {LAM_CEILING:g}]" if separator == ":" else "a fraction such as 0.98"
             raise ApiError(
                 400,
                 f"'{ROUTER_MODEL}{separator}<{what}>' needs {expected}, got {text[:40]!r}",
