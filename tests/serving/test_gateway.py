@@ -234,6 +234,18 @@ def test_malformed_json_and_invalid_fields_are_400(shared_gateway: RunningGatewa
         sync_client(shared_gateway).chat.completions.create(model="entrorouter", messages=[])
 
 
+def test_a_lone_surrogate_is_400_naming_its_field_not_a_500(shared_gateway: RunningGateway, fake) -> None:
+    # Valid JSON syntax, but not Unicode: the body could not be encoded again for the backend.
+    raw = b'{"model": "mini-api", "messages": [{"role": "user", "content": "hi \\ud800 there"}]}'
+    paired = b'{"model": "mini-api", "messages": [{"role": "user", "content": "hi \\ud83d\\ude00"}]}'
+    with shared_gateway.client() as client:
+        response = client.post("/v1/chat/completions", content=raw)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_json"
+        assert response.json()["error"]["param"] == "messages[0].content"
+        assert fake.counts()["mini-api"] == 0
+        assert client.post("/v1/chat/completions", content=paired).status_code == 200  # a pair is one character
+
+
 def test_a_number_beyond_float_range_is_400_not_forwarded_as_infinity(shared_gateway: RunningGateway, fake) -> None:
     raw = b'{"model": "mini-api", "messages": [{"role": "user", "content": "x"}], "temperature": 1e999}'
     with shared_gateway.client() as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -57,10 +58,45 @@ def parse_json_body(raw: bytes) -> Any:
     ``Infinity``, which is not JSON either: it is refused the same way.
     """
     try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(400, f"the request body is not valid JSON: {reason}", code="invalid_json") from None
+    # A lone surrogate (an escape such as \ud800 without its pair) parses, but it is no Unicode
+    # character: the body could not be encoded again for the backend. Only an escape (or a body
+    # in UTF-16/32, rare) can carry one, so the walk runs only then.
+    if SURROGATE_ESCAPE.search(raw) or json.detect_encoding(raw) not in ("utf-8", "utf-8-sig"):
+        where = _lone_surrogate(body, "")
+        if where is not None:
+            message = f"the request body is not valid JSON: {where or 'the body'} holds a lone surrogate escape"
+            raise ApiError(400, message, param=where or None, code="invalid_json")
+    return body
+
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The path (``messages[0].content``) of the first string, or key, that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key).encode(errors="backslashreplace").decode()  # the path must be printable itself
+            inner = f"{path}.{name}" if path else name
+            found = _lone_surrogate(key, inner) if isinstance(key, str) else None
+            found = found if found is not None else _lone_surrogate(item, inner)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _lone_surrogate(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _reject_constant(name: str) -> Any:
