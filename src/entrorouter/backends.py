@@ -59,9 +59,14 @@ class BackendConfig:
         """The key from ``api_key_env`` (read now, so rotation needs no restart)."""
         if not self.api_key_env:
             return None
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.api_key_env, "").strip()  # a secret file's trailing newline is no part of it
         if not key:
             raise ConfigError(f"backend {self.name!r}: environment variable {self.api_key_env} is not set")
+        if not key.isprintable():
+            raise ConfigError(
+                f"backend {self.name!r}: the key in {self.api_key_env} holds a control character, "
+                "which an HTTP header cannot carry"
+            )
         return key
 
     def headers(self) -> dict[str, str]:

@@ -120,6 +120,10 @@ def test_unset_key_variables_fail_startup(router_dir: Path, monkeypatch: pytest.
     config = gateway_config(router_dir, "http://127.0.0.1:9/v1", backend={"api_key_env": "ENTROROUTER_TEST_UNSET"})
     with pytest.raises(ConfigError, match="ENTROROUTER_TEST_UNSET is not set"):
         Gateway.load(config)
+    monkeypatch.setenv("ENTROROUTER_TEST_BAD_KEY", "sk-a\rb")
+    config = gateway_config(router_dir, "http://127.0.0.1:9/v1", backend={"api_key_env": "ENTROROUTER_TEST_BAD_KEY"})
+    with pytest.raises(ConfigError, match="the key in ENTROROUTER_TEST_BAD_KEY holds a control character"):
+        Gateway.load(config)
 
 
 def test_missing_router_directory(tmp_path: Path) -> None:

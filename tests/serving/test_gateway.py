@@ -356,6 +356,12 @@ def test_backend_keys_never_reach_clients_or_logs(router_dir: Path, monkeypatch,
             monkeypatch.delenv("ENTROROUTER_TEST_BACKEND_KEY")  # unset at runtime: a backend failure, not a 500
             unset = client.post("/v1/chat/completions", json=chat_body("hello"))
             assert unset.status_code == 502 and "is not set" in unset.json()["error"]["message"]
+            # A key with a control character cannot go into a header (it was a 500 with tracebacks).
+            monkeypatch.setenv("ENTROROUTER_TEST_BACKEND_KEY", "sk-line1\nline2")
+            broken = client.post("/v1/chat/completions", json=chat_body("hello"))
+            assert broken.status_code == 502 and "control character" in broken.json()["error"]["message"]
+            monkeypatch.setenv("ENTROROUTER_TEST_BACKEND_KEY", secret + "\n")  # a secret file's newline: stripped
+            assert client.post("/v1/chat/completions", json=chat_body("hello")).status_code == 200
             seen = [ok.text, failed.text, str(ok.headers), client.get("/metrics").text, client.get("/readyz").text]
     seen += [r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str) for r in caplog.records]
     assert not any(secret in s or "sk-rotated-wrong" in s for s in seen)

@@ -82,7 +82,7 @@ class AuthConfig:
         """The accepted keys, read from the environment now (startup fails if one is unset)."""
         keys = []
         for env in self.api_key_envs:
-            value = os.environ.get(env, "")
+            value = os.environ.get(env, "").strip()  # as a presented key is: a trailing newline is no part of it
             if not value:
                 raise ConfigError(f"{source}: auth.api_key_envs: environment variable {env} is not set")
             keys.append(value.encode())
