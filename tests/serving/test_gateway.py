@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from pathlib import Path
 
 import httpx
@@ -266,6 +267,52 @@ def test_body_over_the_limit_is_413(router_dir: Path, _fake_server) -> None:
             yield json.dumps(chat_body("y" * 3000)).encode()
 
         assert client.post("/v1/chat/completions", content=chunked()).status_code == 413
+
+
+def test_a_stalled_or_abandoned_body_frees_its_slot(router_dir: Path, _fake_server, caplog) -> None:
+    config = gateway_config(router_dir, _fake_server.base_url, limits={"body_timeout_s": 0.5})
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
+        'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+    ).encode()
+    with caplog.at_level(logging.INFO), RunningGateway(config) as gateway:
+        # Stalled: 408 once body_timeout_s has passed (before, the slot was held until the client left).
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as stalled:
+            stalled.sendall(head)
+            reply = b""
+            while b"request_timeout" not in reply and (chunk := stalled.recv(65536)):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply
+        # Abandoned half-way: a client that left, as after its body (before, two tracebacks).
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as gone:
+            gone.sendall(head)
+        left = {"model": "none", "kind": "client_left"}
+        wait_for(lambda: gateway.metric("entrorouter_errors_total", **left) == 1, 10, "the client_left count")
+        wait_for(lambda: gateway.metric("entrorouter_in_flight_requests") == 0, 10, "the slots to be free")
+        assert gateway.metric("entrorouter_rejected_total", reason="body_timeout") == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_a_bug_is_a_500_with_the_request_id_logged_and_counted(
+    shared_gateway: RunningGateway, monkeypatch, caplog
+) -> None:
+    async def bug(*args: object) -> None:  # injected: no known input reaches this path any more
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(shared_gateway.gateway.dispatcher, "complete", bug)
+    before = shared_gateway.metric("entrorouter_errors_total", model="mini-api", kind="internal_error")
+    with caplog.at_level(logging.INFO, logger="entrorouter.serving"), shared_gateway.client() as client:
+        body, headers = chat_body("x", model="mini-api"), {"x-request-id": "r-1"}
+        response = client.post("/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+        assert response.headers["x-request-id"] == "r-1"
+        wait_for(lambda: any(r.getMessage() == "chat completion" for r in caplog.records), message="the log line")
+    [line] = [r.fields for r in caplog.records if r.getMessage() == "chat completion"]
+    assert line["request_id"] == "r-1" and line["status"] == 500 and line["error"] == "internal_error"
+    [bug_report] = [r for r in caplog.records if r.exc_info]
+    assert bug_report.fields["request_id"] == "r-1"
+    after = shared_gateway.metric("entrorouter_errors_total", model="mini-api", kind="internal_error")
+    assert after == before + 1
 
 
 def test_unknown_paths_and_methods_get_openai_errors(shared_gateway: RunningGateway) -> None:

@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -55,6 +55,7 @@ REJECT_REASONS = {
     400: "invalid_request",
     401: "unauthorized",
     404: "unknown_model",
+    408: "body_timeout",
     413: "too_large",
     503: "overloaded",
 }
@@ -203,6 +204,11 @@ class Gateway:
         self.metrics.in_flight.inc()
         try:
             response = await self._answer(request, record, received)
+        except Exception:  # a bug: answered with the request's id, logged once, counted
+            log.exception("unhandled error", extra={"fields": {"request_id": record["request_id"]}})
+            self.metrics.errors.labels(record.get("chosen", "none"), "internal_error").inc()
+            error = ApiError(500, "internal error; see the gateway log", type="api_error", code="internal_error")
+            response = self._error_response(error, record)
         except BaseException:
             self._request_done(record, received)
             raise
@@ -219,9 +225,16 @@ class Gateway:
         backend call and releases its slot without a verdict for the circuit breaker.
         """
         try:
-            raw = await read_body(request, self.config.limits.max_body_bytes)
+            async with asyncio.timeout(self.config.limits.body_timeout_s):
+                raw = await read_body(request, self.config.limits.max_body_bytes)
         except ApiError as exc:
             return self._refused(exc, record)
+        except TimeoutError:
+            timeout = self.config.limits.body_timeout_s
+            exc = ApiError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout")
+            return self._refused(exc, record)
+        except ClientDisconnect:
+            return self._client_left(record)
         handler = asyncio.current_task()
         assert handler is not None
         left = False
@@ -240,11 +253,14 @@ class Gateway:
             if not left:
                 raise  # shutdown, not the client
             handler.uncancel()
-            record.update(status=CLIENT_LEFT_STATUS, error="client_left")
-            self.metrics.errors.labels(record.get("chosen", "none"), "client_left").inc()
-            return Response(status_code=CLIENT_LEFT_STATUS)  # nobody is there to read it
+            return self._client_left(record)
         finally:
             watcher.cancel()
+
+    def _client_left(self, record: dict[str, Any]) -> Response:
+        record.update(status=CLIENT_LEFT_STATUS, error="client_left")
+        self.metrics.errors.labels(record.get("chosen", "none"), "client_left").inc()
+        return Response(status_code=CLIENT_LEFT_STATUS)  # nobody is there to read it
 
     async def _route_and_forward(self, raw: bytes, record: dict[str, Any], received: float) -> Response:
         try:

@@ -91,15 +91,18 @@ class AuthConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Request limits: body size (413 beyond), concurrent chat requests (503 beyond), and how
-    long a request queues for a backend that is at its ``max_concurrency``."""
+    """Request limits: body size (413 beyond), how long a body may take to arrive (408 beyond;
+    a stalled upload would hold a concurrency slot), concurrent chat requests (503 beyond), and
+    how long a request queues for a backend that is at its ``max_concurrency``."""
 
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = 30.0
     max_in_flight: int = 1024
     backend_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         _require(self.max_body_bytes >= 1, "max_body_bytes", "expected an integer >= 1")
+        _require(self.body_timeout_s > 0, "body_timeout_s", "expected a number > 0")
         _require(self.max_in_flight >= 1, "max_in_flight", "expected an integer >= 1")
         _require(self.backend_wait_s >= 0, "backend_wait_s", "expected a number >= 0")
 
