@@ -232,9 +232,13 @@ def parse_retry_after(value: str | None) -> float | None:
 class BackendError(Exception):
     """A backend call that failed after its retries (status None: no HTTP answer)."""
 
-    def __init__(self, backend: str, message: str, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self, backend: str, message: str, status: int | None = None, body: Any = None, *, detail: str | None = None
+    ) -> None:
         super().__init__(f"backend {backend!r}: {message}")
         self.backend, self.status, self.body = backend, status, body
+        self.reason = message  # what went wrong, fit for a client's eyes
+        self.detail = detail or message  # for the operator's log: may name the backend's host
 
 
 @dataclass

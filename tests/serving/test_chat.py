@@ -56,7 +56,7 @@ def test_unreachable_target_is_400_naming_the_highest_reachable() -> None:
     assert "highest reachable retention" in error.value.message
 
 
-@pytest.mark.parametrize("lam", ["-1", "nan", "inf", "", "abc", "1e999", "1e39", "1000001"])
+@pytest.mark.parametrize("lam", ["-1", "nan", "inf", "", "abc", "1e999", "1e39", "1000001", "1_0", " 0.2"])
 def test_bad_lambda_is_400(lam: str) -> None:
     with pytest.raises(ApiError) as error:
         resolve_model(f"entrorouter:{lam}", BACKENDS, 0.3, LAM_FOR)

@@ -162,12 +162,16 @@ def test_the_answer_names_the_pool_model_when_the_backend_calls_it_otherwise(rou
 def test_list_models_and_health(shared_gateway: RunningGateway) -> None:
     models = sync_client(shared_gateway).models.list()
     assert [m.id for m in models.data] == ["entrorouter", *POOL]
+    assert [sync_client(shared_gateway).models.retrieve(m.id).id for m in models.data] == [m.id for m in models.data]
+    with pytest.raises(openai.NotFoundError):
+        sync_client(shared_gateway).models.retrieve("gpt-9")
     with httpx.Client(base_url=shared_gateway.url, timeout=10) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["ready"] is True
         assert set(ready.json()["backends"]) == set(POOL)
         assert client.get("/v1/models").status_code == 401
+        assert client.get("/v1/models/entrorouter").status_code == 401
 
 
 def test_readyz_is_503_when_no_backend_is_reachable(router_dir: Path) -> None:

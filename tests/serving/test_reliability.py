@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -309,3 +310,29 @@ def test_a_named_backends_429_reaches_the_client_with_its_retry_after(retrying_g
     fake.fail(429, model=ranking[0], retry_after=120)  # a routed request still falls back
     routed = post(retrying_gateway, chat_body(TEXT))
     assert routed.status_code == 200 and routed.headers["x-entrorouter-model"] == ranking[1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"id": "x", "choices": [], "usage": {"prompt_tokens": NaN}}',  # NaN would reach the client
+        "{}",  # JSON, but no chat completion
+    ],
+)
+def test_an_answer_that_is_no_chat_completion_falls_back(retrying_gateway, fake, ranking, body: str) -> None:
+    fake.raw(body, model=ranking[0])
+    response = post(retrying_gateway, chat_body(TEXT))
+    assert response.status_code == 200 and response.headers["x-entrorouter-model"] == ranking[1]
+    assert response.headers["x-entrorouter-fallbacks"] == "1"
+
+
+def test_the_502_names_each_failure_but_no_backend_address(router_dir: Path, caplog) -> None:
+    config = gateway_config(router_dir, "http://127.0.0.1:9/v1", backend={"max_retries": 0})  # nothing listens
+    with caplog.at_level(logging.WARNING, logger="entrorouter.serving"), RunningGateway(config) as gateway:
+        response = post(gateway, chat_body(TEXT))
+    assert response.status_code == 502
+    # Each backend named once, with the kind of failure (it was "name: backend 'name': <error naming the host>").
+    failure = r"[\w.-]+: ClientConnectorError"
+    assert re.fullmatch(f"every backend tried failed: {failure}(; {failure})*", response.json()["error"]["message"])
+    details = [r.fields["reason"] for r in caplog.records if r.getMessage() == "backend failed"]
+    assert details and all("127.0.0.1:9" in d for d in details)  # the operator's log keeps the address

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entrorouter.serving.sse import EventDecoder, encode, parse_event
+from entrorouter.serving.sse import MAX_EVENT_BYTES, EventDecoder, EventTooLarge, encode, parse_event
 
 STREAM = (
     b'data: {"model": "m", "choices": [{"delta": {"content": "a\\nb"}}]}\n\n'
@@ -49,3 +50,20 @@ def test_any_split_and_line_ending_gives_the_same_events(cuts: list[int], newlin
 
 def test_unterminated_event_is_not_emitted() -> None:
     assert decode([b"data: 1\n\ndata: 2\n"]) == [parse_event(b"data: 1")]
+
+
+def test_an_event_that_never_ends_is_refused_past_the_limit() -> None:
+    decoder = EventDecoder()
+    chunk = b"data: " + b"x" * (1024 * 1024)
+    for _ in range(MAX_EVENT_BYTES // len(chunk)):
+        assert decoder.feed(chunk) == []  # buffered, searched only where an end can be
+    with pytest.raises(EventTooLarge):
+        decoder.feed(chunk)
+
+
+def test_an_event_end_split_across_chunks_is_found() -> None:
+    assert decode([b"data: 1\n", b"\ndata: 2\r", b"\n\r\n"]) == [parse_event(b"data: 1"), parse_event(b"data: 2")]
+
+
+def test_nan_in_an_event_is_not_json() -> None:
+    assert parse_event(b'data: {"x": NaN}').json() is None  # relayed as it came, never re-encoded

@@ -417,8 +417,18 @@ class Gateway:
         except ApiError as exc:
             return JSONResponse(exc.body(), exc.status)
         ids = [ROUTER_MODEL, *(b.name for b in self.config.backends)]
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "entrorouter"} for name in ids]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [_model_object(name) for name in ids]})
+
+    async def retrieve_model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}`` (the openai SDK's ``models.retrieve``): a name ``list_models`` lists."""
+        try:
+            self._authorize(request)
+            name = request.path_params["model"]
+            if name != ROUTER_MODEL and name not in self.backend_names:
+                raise ApiError(404, f"the model {name[:100]!r} does not exist", param="model", code="model_not_found")
+        except ApiError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        return JSONResponse(_model_object(name))
 
     async def healthz(self, request: Request) -> Response:
         """Alive, unless no router worker runs or can be restarted: only a restart brings routing back."""
@@ -513,6 +523,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "entrorouter"}
+
+
 def _request_id(request: Request) -> str:
     """The client's ``x-request-id`` when it is a plain token, else a fresh one."""
     given = request.headers.get("x-request-id", "")
@@ -546,6 +560,7 @@ def create_app(gateway: Gateway) -> Starlette:
     routes = [
         Route("/v1/chat/completions", gateway.chat_completions, methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", gateway.retrieve_model, methods=["GET"]),
         Route("/healthz", gateway.healthz, methods=["GET"]),
         Route("/readyz", gateway.readyz, methods=["GET"]),
         Route("/metrics", gateway.metrics_endpoint, methods=["GET"]),

@@ -58,7 +58,7 @@ def parse_json_body(raw: bytes) -> Any:
     ``Infinity``, which is not JSON either: it is refused the same way.
     """
     try:
-        body = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        body = json.loads(raw, parse_constant=reject_json_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         reason = "nesting too deep" if isinstance(exc, RecursionError) else str(exc)
         raise ApiError(400, f"the request body is not valid JSON: {reason}", code="invalid_json") from None
@@ -73,6 +73,7 @@ def parse_json_body(raw: bytes) -> Any:
     return body
 
 
+PLAIN_NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?|[0-9]+\.")
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -99,7 +100,8 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
     return None
 
 
-def _reject_constant(name: str) -> Any:
+def reject_json_constant(name: str) -> Any:
+    """For ``json.loads``' ``parse_constant``: NaN, Infinity and -Infinity are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
 
 
@@ -141,10 +143,7 @@ def resolve_model(
         if not model.startswith(ROUTER_MODEL + separator):
             continue
         text = model[len(ROUTER_MODEL) + 1 :]
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
+        value = float(text) if PLAIN_NUMBER.fullmatch(text) else math.nan  # float() alone takes " 1_0 "
         valid = 0 <= value <= LAM_CEILING if separator == ":" else 0 < value <= 1.5  # NaN fails both
         if not valid:
             expected = f"a number λ in [0, {LAM_CEILING:g}]" if separator == ":" else "a fraction such as 0.98"

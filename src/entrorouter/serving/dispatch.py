@@ -25,14 +25,15 @@ import aiohttp
 
 from entrorouter.backends import BackendError, RetryPolicy
 from entrorouter.serving.breaker import Permit
+from entrorouter.serving.chat import reject_json_constant
 from entrorouter.serving.metrics import GatewayMetrics
-from entrorouter.serving.sse import Event, data_event, encode, iter_events
+from entrorouter.serving.sse import Event, EventTooLarge, data_event, encode, iter_events
 from entrorouter.serving.upstream import (
     TRANSPORT_ERRORS,
     RateLimited,
     Upstream,
     UpstreamRejected,
-    describe_failure,
+    failure_reasons,
     open_chat,
 )
 
@@ -147,11 +148,11 @@ class Dispatcher:
             assert call.response is not None
             raw = await call.response.read()
             try:
-                answer = json.loads(raw)
-            except ValueError:
+                answer = json.loads(raw, parse_constant=reject_json_constant)
+            except ValueError:  # NaN and Infinity included: the client would get them back
                 raise BadAnswer("the backend answered with invalid JSON") from None
-            if not isinstance(answer, dict):
-                raise BadAnswer("the backend's answer is not a JSON object")
+            if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+                raise BadAnswer("the backend's answer is not a chat completion (no 'choices' list)")
             if answer.get("model") != call.upstream.name:  # the pool's name for the model that answered
                 answer["model"] = call.upstream.name
                 raw = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
@@ -194,11 +195,11 @@ class Dispatcher:
                     return
                 event = await anext(call.events, None)  # type: ignore[arg-type]
             raise TruncatedStream("the backend's stream ended without [DONE]")
-        except (*TRANSPORT_ERRORS, TruncatedStream) as exc:
+        except (*TRANSPORT_ERRORS, TruncatedStream, EventTooLarge) as exc:
             ok, start.outcome = False, "interrupted"
-            reason = describe_failure(exc)
+            reason, detail = failure_reasons(exc)
             self.metrics.errors.labels(chosen, "stream_interrupted").inc()
-            log.warning("stream interrupted", extra={"fields": {"backend": start.backend, "reason": reason}})
+            log.warning("stream interrupted", extra={"fields": {"backend": start.backend, "reason": detail}})
             message = f"the backend {start.backend!r} failed mid-stream ({reason}); the answer is incomplete"
             error = {"message": message, "type": "upstream_error", "param": None, "code": "stream_interrupted"}
             yield data_event({"error": error})
@@ -249,15 +250,15 @@ class Dispatcher:
             except UpstreamRejected:
                 await call.finish(ok=True)  # the backend works; the request was refused
                 raise
-            except (BackendError, BadAnswer, *TRANSPORT_ERRORS) as exc:
+            except (BackendError, BadAnswer, EventTooLarge, *TRANSPORT_ERRORS) as exc:
                 if isinstance(exc, RateLimited) and decision.named:
                     await call.finish(ok=None)  # the client asked for this backend: it gets the 429
                     raise
                 await call.finish(ok=False)
-                reason = describe_failure(exc)
+                reason, detail = failure_reasons(exc)
                 failures.append(f"{name}: {reason}")
                 log.warning(
-                    "backend failed", extra={"fields": {"backend": name, "request_id": request_id, "reason": reason}}
+                    "backend failed", extra={"fields": {"backend": name, "request_id": request_id, "reason": detail}}
                 )
                 self._pass_over(name, "failed")
                 passed_over += 1

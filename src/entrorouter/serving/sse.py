@@ -13,7 +13,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from entrorouter.serving.chat import reject_json_constant
+
 DONE = "[DONE]"
+MAX_EVENT_BYTES = 8 * 1024 * 1024  # a chat chunk is a few kB; even one with all its logprobs is far below
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,22 @@ class Event:
         if self.data is None or self.data == DONE:
             return None
         try:
-            return json.loads(self.data)
-        except ValueError:
+            return json.loads(self.data, parse_constant=reject_json_constant)
+        except ValueError:  # not JSON (NaN and Infinity included): relayed as it came, never re-encoded
             return None
 
 
+class EventTooLarge(Exception):
+    """An event grew beyond :data:`MAX_EVENT_BYTES` without ending: the stream is broken."""
+
+
 class EventDecoder:
-    """Splits a byte stream into events; accepts \\n, \\r\\n and \\r line endings."""
+    """Splits a byte stream into events; accepts \\n, \\r\\n and \\r line endings.
+
+    A stream that never ends an event would grow the buffer without bound: beyond
+    :data:`MAX_EVENT_BYTES` it raises :class:`EventTooLarge`. Each chunk is searched for an
+    event's end only where it can be (the new bytes), so a long event costs linear time.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -51,8 +63,13 @@ class EventDecoder:
         if self._skip_lf and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._skip_lf = chunk.endswith(b"\r")
+        searched = max(len(self._buffer) - 1, 0)  # an event's end may straddle the old end
         self._buffer += chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *complete, self._buffer = self._buffer.split(b"\n\n")
+        complete: list[bytes] = []
+        if self._buffer.find(b"\n\n", searched) >= 0:
+            *complete, self._buffer = self._buffer.split(b"\n\n")
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            raise EventTooLarge(f"an event of the stream exceeds {MAX_EVENT_BYTES} bytes")
         return [parse_event(raw) for raw in complete if raw.strip(b"\n")]
 
 

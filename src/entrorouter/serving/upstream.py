@@ -61,6 +61,17 @@ def describe_failure(exc: BaseException) -> str:
     return describe_error(exc, TRANSPORT_ERRORS)
 
 
+def failure_reasons(exc: BaseException) -> tuple[str, str]:
+    """How a failed backend call is described: ``(to the client, to the log)``. The client is
+    told the kind of failure; a network error's text, which names the backend's host and
+    port, goes only to the log (as ``/readyz`` shows no URL either)."""
+    if isinstance(exc, BackendError):
+        return exc.reason, exc.detail
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return type(exc).__name__, describe_failure(exc)
+    return str(exc), str(exc)  # the gateway's own words (an answer that is no chat completion)
+
+
 class UpstreamRejected(Exception):
     """The backend refused the request itself (4xx): the client gets its error."""
 
@@ -138,7 +149,7 @@ async def open_chat(
     try:
         headers = {**backend.headers(), "x-request-id": request_id}  # reads the key now
     except ConfigError as exc:  # its env var was unset after startup: this backend is unusable
-        raise BackendError(backend.name, str(exc)) from None
+        raise BackendError(backend.name, str(exc).removeprefix(f"backend {backend.name!r}: ")) from None
     last: BackendError | None = None
     for attempt in range(1, backend.max_retries + 2):
         retry_after = None
@@ -147,7 +158,7 @@ async def open_chat(
                 backend.chat_url, data=payload, headers=headers, timeout=upstream.timeout, proxy=upstream.proxy
             )
         except TRANSPORT_ERRORS as exc:
-            last = BackendError(backend.name, describe_failure(exc))
+            last = BackendError(backend.name, type(exc).__name__, detail=describe_failure(exc))
         else:
             if response.status < 400:
                 return response

@@ -43,6 +43,8 @@ Behaviours (switchable at runtime, per model or for all models with ``model=None
   streaming after ``after_chunks`` SSE chunks, non-streaming after the headers;
 * ``fake.slow(seconds, model=None, times=None)`` — stream the answer with a pause of
   ``seconds`` before each SSE chunk (non-streaming: answer normally).
+* ``fake.raw(body, model=None, times=None)`` — answer 200 with ``body`` as it is (a body
+  that is no chat completion, or not JSON), streaming or not.
 
 ``times=N`` applies a behaviour to the model's next N requests only ("fail the first N
 calls, then succeed"); ``None`` keeps it until changed.
@@ -121,15 +123,16 @@ def prompt_of(messages: list[Any]) -> str:
 class Behaviour:
     """What a model does with its next requests (see the module docstring)."""
 
-    kind: str = "answer"  # answer | stall | fail | drop | slow
+    kind: str = "answer"  # answer | stall | fail | drop | slow | raw
     seconds: float = 0.0
+    body: str = ""  # kind "raw": the 200 answer's body, sent as it is
     status: int = 500
     retry_after: str | None = None
     after_chunks: int = 1
     times: int | None = None  # remaining requests it applies to; None: until changed
 
     def __post_init__(self) -> None:
-        if self.kind not in {"answer", "stall", "fail", "drop", "slow"}:
+        if self.kind not in {"answer", "stall", "fail", "drop", "slow", "raw"}:
             raise ValueError(f"unknown behaviour {self.kind!r}")
 
 
@@ -297,6 +300,12 @@ async def _respond(state: FakeState, model: str, prompt: str, body: dict[str, An
     elif behaviour.kind == "fail":
         kind = "rate_limit_error" if behaviour.status == 429 else "server_error"
         await _send_error(send, behaviour.status, f"fake failure {behaviour.status}", kind, behaviour.retry_after)
+        return
+    if behaviour.kind == "raw":
+        raw = behaviour.body.encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
         return
     content = state.answer(model, prompt)
     prompt_tokens = sum(token_count(message_text(m)) for m in body["messages"])
@@ -535,6 +544,9 @@ class FakeBackend:
 
     def slow(self, seconds: float, model: str | None = None, times: int | None = None) -> None:
         self.set_behaviour(Behaviour("slow", seconds=seconds, times=times), model)
+
+    def raw(self, body: str, model: str | None = None, times: int | None = None) -> None:
+        self.set_behaviour(Behaviour("raw", body=body, times=times), model)
 
     def _stats(self) -> dict[str, Any]:
         if self._control is None:
