@@ -227,3 +227,75 @@ def test_target_retention_from_the_command_line(tiny_router: Path, demo_file: Pa
     assert on_train.returncode == 0 and "were training queries of this router" in on_train.stderr
     beyond = run("route", "--router", str(tiny_router), "--lam", "50", "Integrate x^2")
     assert beyond.returncode == 0 and "beyond the range the router was trained for" in beyond.stderr
+
+
+def test_an_output_that_would_replace_the_input_is_refused(tiny_router: Path, tmp_path: Path) -> None:
+    table = tmp_path / "good.csv"
+    run("data", "import", "demo", "--out", str(table))
+    before = table.read_bytes()
+    evaluated = run(
+        "evaluate", "--router", str(tiny_router), "--data", str(table), "--json", str(tmp_path / "." / table.name)
+    )
+    assert_user_error(evaluated, "--json", "is also the input file")
+    assert_user_error(run("data", "import", str(table), "--out", str(table)), "--out", "is also the input file")
+    assert table.read_bytes() == before
+
+
+def test_unwritable_outputs_are_refused_before_any_work(demo_file: Path, tmp_path: Path) -> None:
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "file").write_text("x")
+    for output, fragment in (("folder", "is a folder"), ("file/out", "is a file, not a folder")):
+        out = str(tmp_path / output)
+        evaluated = run(
+            "evaluate", "--router", str(tmp_path / "no-router"), "--data", str(demo_file), "--json", f"{out}.json"
+        )
+        assert_user_error(evaluated, f"--json {out}.json", fragment)  # before the router is even loaded
+        assert_user_error(run("data", "import", "demo", "--out", f"{out}.csv"), f"--out {out}.csv", fragment)
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert_user_error(run("data", "import", "demo", "--out", str(locked / "t.csv")), "permission denied")
+
+
+def test_headline_when_the_strongest_model_scores_nothing_and_costs_nothing(
+    tiny_router: Path, demo_table, tmp_path: Path
+) -> None:
+    frame = demo_table.split("test").to_long()
+    table = tmp_path / "zero.csv"
+    frame.assign(score=0.0, cost=0.0).to_csv(table, index=False)
+    evaluated = run("evaluate", "--router", str(tiny_router), "--data", str(table))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "n/a" in evaluated.stdout and "Traceback" not in evaluated.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"sft_epochs": "two"}, "config field 'sft_epochs': expected an integer, got 'two'"),
+        ({"sft_epochs": 1.5}, "config field 'sft_epochs': expected an integer, got 1.5"),
+        ({"seed": True}, "config field 'seed': expected an integer, got True"),
+        ({"hidden": None}, "config field 'hidden': expected an integer, got None"),
+        ({"encoder": 5}, "config field 'encoder': expected text, got 5"),
+        ({"target_retention": "high"}, "config field 'target_retention': expected a number, got 'high'"),
+        ({"lam": "low"}, "config field 'lam': expected a number or null, got 'low'"),
+        ({"anchor_residual": 1}, "config field 'anchor_residual': expected true or false, got 1"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused(settings: dict, message: str, tmp_path: Path) -> None:
+    from entrorouter.errors import ConfigError
+    from entrorouter.router.config import TrainConfig
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps(settings))
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.load(config)
+    assert str(info.value) == f"{config}: {message}"
+
+
+def test_config_types_that_are_accepted_and_a_config_folder(demo_file: Path, tmp_path: Path) -> None:
+    from entrorouter.router.config import TrainConfig
+
+    assert TrainConfig.from_dict({"target_retention": 1, "lam": None, "future_queries": None}).target_retention == 1
+    trained = run("train", "--data", str(demo_file), "--out", str(tmp_path / "r"), "--config", str(tmp_path))
+    assert_user_error(trained, str(tmp_path), "a folder, not a config file")

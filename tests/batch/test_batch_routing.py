@@ -226,3 +226,66 @@ def test_benchmark_engine_needs_a_cached_encoder(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "fills the embedding cache" in err and len(err.splitlines()) == 1
+
+
+def _route_error(argv: list[str], capsys) -> str:
+    assert main(["route", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_an_output_that_is_the_input_or_a_folder_is_refused(tiny_router, tmp_path, capsys):
+    batch = tmp_path / "q.parquet"
+    pd.DataFrame({"id": ["1"], "text": ["What is 2+2?"]}).to_parquet(batch)
+    before = batch.read_bytes()
+    base = ["--router", str(tiny_router), "--batch", str(batch), "--out"]
+    assert "is also the input file" in _route_error([*base, str(tmp_path / "." / "q.parquet")], capsys)
+    assert batch.read_bytes() == before
+    (tmp_path / "dir.parquet").mkdir()
+    assert "is a folder" in _route_error([*base, str(tmp_path / "dir.parquet")], capsys)
+    assert "is a file, not a folder" in _route_error([*base, str(batch / "o.parquet")], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.parquet", "q.parquet"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("no_text.jsonl", '{"id": 1, "prompt": "a"}\n{"id": 2, "prompt": "b"}\n', "no column 'text'"),
+        ("header_only.csv", "id,text\n", "the file has no data rows"),
+        ("duplicate.csv", "id,text,text\n1,a,b\n", "duplicate column 'text'"),
+        ("longer_rows.csv", "id,text\n1,a,b\n2,c,d\n", "row 1: more fields"),
+        ("dup.parquet", None, "duplicate column 'text'"),
+    ],
+)
+def test_bad_batch_inputs_are_fatal_and_leave_nothing(tiny_router, tmp_path, capsys, name, content, message):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batch = tmp_path / name
+    if content is None:
+        pq.write_table(
+            pa.table([pa.array(["1"]), pa.array(["a"]), pa.array(["b"])], names=["id", "text", "text"]), batch
+        )
+    else:
+        batch.write_text(content)
+    out = tmp_path / "out.parquet"
+    assert message in _route_error(["--router", str(tiny_router), "--batch", str(batch), "--out", str(out)], capsys)
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no OUT.parquet.parts/ left behind
+
+
+@pytest.mark.parametrize("lam", ["-1", "nan", "1e9"])
+def test_a_bad_lam_is_refused_before_the_parts_folder_is_made(tiny_router, queries, tmp_path, capsys, lam):
+    argv = ["--router", str(tiny_router), "--batch", str(queries), "--out", str(tmp_path / "o.parquet")]
+    assert "λ must be a number" in _route_error([*argv, "--id-column", "qid", f"--lam={lam}"], capsys)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(Exception, match="λ must be a number"):
+        route_file(tiny_router, queries, tmp_path / "o.parquet", lam=float(lam), id_column="qid", text_column="prompt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bom_before_batch_jsonl_is_accepted(tiny_router, tmp_path):
+    batch = tmp_path / "bom.jsonl"
+    batch.write_bytes(b'\xef\xbb\xbf{"id": "1", "text": "What is 2+2?"}\n')
+    summary = route_file(tiny_router, batch, tmp_path / "o.parquet", lam=0.1)
+    assert summary.routed == 1 and summary.bad_rows == []

@@ -110,6 +110,16 @@ BAD_CSV = {
     ),
     "empty_query_id": (HEADER + ",t,a,1,1\n", "row 1", "query_id", "non-empty"),
     "header_only": (HEADER, None, None, "no data rows"),
+    # Every row one field longer: pandas took the first column as the index, shifting the rest.
+    "rows_longer_than_header": (HEADER + "q,t,a,1,0.001,0.9\nr,u,a,0,0.001,0.9\n", "row 1", None, "more fields"),
+    "duplicate_column": (
+        "query_id,query,model,score,cost,score\nq,t,a,1,1,0\n",
+        None,
+        None,
+        "duplicate column 'score'",
+    ),
+    "duplicate_column_but_spaces": ("query_id,query,model,score,cost, score\nq,t,a,1,1,0\n", None, None, "'score'"),
+    "duplicate_wide_column": ("query_id,query,score:a,cost:a,score:a\nq,t,1,1,0\n", None, None, "'score:a'"),
 }
 
 
@@ -149,6 +159,28 @@ def test_bad_jsonl_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
         read_table(tmp_path / "t.jsonl")
     assert info.value.row == "line 2"
+
+
+def test_duplicate_parquet_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [pa.array(["q"]), pa.array(["t"]), pa.array(["a"]), pa.array([1.0]), pa.array([1.0]), pa.array([0.0])]
+    pq.write_table(
+        pa.table(columns, names=["query_id", "query", "model", "score", "cost", "score"]), tmp_path / "d.parquet"
+    )
+    with pytest.raises(DataError, match="duplicate column 'score'"):
+        read_table(tmp_path / "d.parquet")
+
+
+def test_jsonl_that_is_not_utf8_is_located_and_a_bom_is_accepted(tmp_path: Path) -> None:
+    good = json.dumps({"query_id": "q", "query": "t", "model": "a", "score": 1, "cost": 1}).encode()
+    (tmp_path / "latin1.jsonl").write_bytes(good + b"\n" + good.replace(b'"t"', b'"caf\xe9"') + b"\n")
+    with pytest.raises(DataError, match="not valid UTF-8") as info:
+        read_table(tmp_path / "latin1.jsonl")
+    assert info.value.row == "line 2"
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + good + b"\n")
+    assert read_table(tmp_path / "bom.jsonl").query_ids.tolist() == ["q"]
 
 
 def test_wide_duplicate_query(tmp_path: Path) -> None:

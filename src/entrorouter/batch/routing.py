@@ -38,8 +38,17 @@ import pyarrow.parquet as pq
 from entrorouter.batch import DEFAULT_CHUNK_SIZE
 from entrorouter.batch.engines import run_engine
 from entrorouter.data.atomic import atomic_path, write_text_atomic
-from entrorouter.data.io import table_format
+from entrorouter.data.io import (
+    CSV_OPTIONS,
+    check_output_location,
+    check_unique_columns,
+    csv_errors,
+    csv_header,
+    jsonl_lines,
+    table_format,
+)
 from entrorouter.errors import DataError, EntroRouterError
+from entrorouter.router.config import check_lam
 
 MANIFEST = "manifest.json"
 BAD_ROWS_SHOWN = 20
@@ -73,41 +82,51 @@ def read_chunks(path: Path, id_column: str, text_column: str, chunk_size: int) -
 
 
 def _csv_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
-    try:
-        # As a context manager: a missing column (raised from the first chunk) closes the file too.
-        with pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=size) as reader:
-            first = 1
-            for frame in reader:
-                if first == 1:
-                    _check_columns(frame.columns, path, id_col, text_col)
+    check_unique_columns(csv_header(path), path)
+    with csv_errors(path):
+        reader = pd.read_csv(path, chunksize=size, **CSV_OPTIONS)
+    # As a context manager: a missing column (raised from the first chunk) closes the file too.
+    with reader:
+        first = 1
+        while (frame := _next_csv_chunk(reader, path)) is not None:
+            if first == 1:
+                _check_columns(frame.columns, path, id_col, text_col)
+            if len(frame):  # a header without rows reads as one empty chunk
                 yield np.arange(first, first + len(frame)), frame
-                first += len(frame)
-    except pd.errors.EmptyDataError:
-        raise DataError("the file is empty", file=path) from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"not a readable CSV file ({str(exc).strip()[:200]})", file=path) from None
+            first += len(frame)
+
+
+def _next_csv_chunk(reader: Any, path: Path) -> pd.DataFrame | None:
+    with csv_errors(path):
+        return next(reader, None)
 
 
 def _jsonl_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
     lines: list[int] = []
     records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                record = {_BAD: f"invalid JSON ({exc.msg})"}
-            if not isinstance(record, dict):
-                record = {_BAD: "expected a JSON object"}
-            lines.append(number)
-            records.append(record)
-            if len(records) == size:
-                yield np.asarray(lines), pd.DataFrame.from_records(records)
-                lines, records = [], []
+    keys: set[str] = set()  # of every object read: a column no line has is fatal, as in CSV
+    for number, line in jsonl_lines(path):
+        record = {_BAD: "not valid UTF-8 text"} if line is None else _json_object(line)
+        if _BAD not in record:
+            keys.update(record)
+        lines.append(number)
+        records.append(record)
+        if len(records) == size:
+            yield np.asarray(lines), pd.DataFrame.from_records(records)
+            lines, records = [], []
+    if keys:
+        _check_columns(sorted(keys), path, id_col, text_col)
     if records:
         yield np.asarray(lines), pd.DataFrame.from_records(records)
+
+
+def _json_object(line: str) -> dict[str, Any]:
+    """The object on a JSONL line, or the reason it is not one (under the key ``_BAD``)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return {_BAD: f"invalid JSON ({exc.msg})"}
+    return record if isinstance(record, dict) else {_BAD: "expected a JSON object"}
 
 
 def _parquet_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:
@@ -115,6 +134,7 @@ def _parquet_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterat
         parquet = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several unrelated types
         raise DataError(f"not a readable Parquet file ({str(exc).strip()[:200]})", file=path) from None
+    check_unique_columns(parquet.schema_arrow.names, path)
     _check_columns(parquet.schema_arrow.names, path, id_col, text_col)
     first = 1
     for batch in parquet.iter_batches(batch_size=size, columns=[id_col, text_col]):
@@ -248,6 +268,8 @@ def route_file(
         raise EntroRouterError(f"--chunk-size must be >= 1, got {chunk_size}")
     if not input_path.is_file():
         raise DataError("no such file", file=input_path)
+    check_output_location(out, "--out", inputs=[input_path])
+    check_lam(lam)
     started = time.perf_counter()
     parts = out.with_name(out.name + ".parts")
     manifest = {
@@ -266,13 +288,18 @@ def route_file(
             if chunk.index not in done:
                 yield (chunk.index, chunk.bad_rows), chunk
 
-    results = run_engine(engine, _Factory(str(router_dir), lam), pending(), ray_address=ray_address, workers=workers)
-    for (index, bad), table in results:
-        _write_part(parts, index, table, bad)
-    if not any(parts.glob("part-*.parquet")):
-        shutil.rmtree(parts)
-        raise DataError("the file has no data rows", file=input_path)
-    routed, bad_rows = _join_parts(parts, out)
+    try:
+        results = run_engine(
+            engine, _Factory(str(router_dir), lam), pending(), ray_address=ray_address, workers=workers
+        )
+        for (index, bad), table in results:
+            _write_part(parts, index, table, bad)
+        if not any(parts.glob("part-*.parquet")):
+            raise DataError("the file has no data rows", file=input_path)
+        routed, bad_rows = _join_parts(parts, out)
+    except EntroRouterError:
+        shutil.rmtree(parts)  # a bad input: a rerun starts over, so the parts are of no use
+        raise
     shutil.rmtree(parts)
     return BatchSummary(routed, bad_rows, len(done), time.perf_counter() - started)
 

@@ -95,9 +95,10 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from entrorouter.data.datasets import load_source
-    from entrorouter.data.io import table_format, write_table
+    from entrorouter.data.io import check_output_location, table_format, write_table
 
-    table_format(args.out)  # fail on a bad extension before doing any work
+    table_format(args.out)  # fail on a bad extension or place before doing any work
+    check_output_location(args.out, "--out", inputs=[args.source])
     table = load_source(args.source, data_dir_path=args.data_dir)
     write_table(table, args.out)
     print(

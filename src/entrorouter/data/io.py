@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,38 +91,101 @@ def read_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError("the file is empty", file=path)
     if fmt == "csv":
-        try:
-            # Everything as text: empty cell -> "", so we can tell missing from malformed.
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            raise DataError("the file is empty", file=path) from None
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-            raise DataError(f"not a readable CSV file ({_first_line(exc)})", file=path) from None
+        with csv_errors(path):
+            frame = pd.read_csv(path, **CSV_OPTIONS)
+        check_unique_columns(csv_header(path), path)
     elif fmt == "jsonl":
         frame = pd.DataFrame(list(_jsonl_records(path)))
     else:
+        check_unique_columns(parquet_columns(path), path)
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several unrelated types
             raise DataError(f"not a readable Parquet file ({_first_line(exc)})", file=path) from None
+    check_unique_columns(frame.columns, path)  # names that differ only in spaces around them
     if len(frame) == 0:
         raise DataError("the file has no data rows", file=path)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
 
 
-def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for i, line in enumerate(handle):
-            if not line.strip():
-                continue
+#: How every CSV is read: all as text (an empty cell is "", so we can tell missing from
+#: malformed), and never the first column as the index when the rows are longer than the header.
+CSV_OPTIONS: dict[str, Any] = {"dtype": str, "keep_default_na": False, "index_col": False}
+
+
+@contextmanager
+def csv_errors(path: Path) -> Iterator[None]:
+    """pandas' CSV problems, raised inside, as one-line DataErrors.
+
+    With ``index_col=False`` pandas only warns when the first data row is longer than the
+    header, and drops its last fields; that warning is an error here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            yield
+        except pd.errors.ParserWarning:
+            raise DataError(
+                "more fields than the header has names (a trailing comma, or a column without a name?)",
+                file=path,
+                row=row_label(0),
+            ) from None
+        except pd.errors.EmptyDataError:
+            raise DataError("the file is empty", file=path) from None
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+            raise DataError(f"not a readable CSV file ({_first_line(exc)})", file=path) from None
+
+
+def csv_header(path: Path) -> list[str]:
+    """The names of a CSV's header row as written (pandas renames a repeated ``x`` to ``x.1``)."""
+    with csv_errors(path):
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return [str(name) for name in header.iloc[0]]
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except Exception as exc:  # pyarrow raises several unrelated types
+        raise DataError(f"not a readable Parquet file ({_first_line(exc)})", file=path) from None
+
+
+def check_unique_columns(names: Iterable[Any], path: Path) -> None:
+    seen: set[str] = set()
+    for name in (str(n).strip() for n in names):
+        if name in seen:
+            raise DataError(f"duplicate column {name!r}; each column name may appear once", file=path)
+        seen.add(name)
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) of each non-blank line; the text is None for a line that is not
+    UTF-8. A byte-order mark at the start is skipped, as for CSV."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"invalid JSON ({exc.msg})", file=path, row=f"line {i + 1}") from None
-            if not isinstance(record, dict):
-                raise DataError("expected a JSON object", file=path, row=f"line {i + 1}")
-            yield record
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError:
+                yield number, None
+                continue
+            if line.strip():
+                yield number, line
+
+
+def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
+    for number, line in jsonl_lines(path):
+        if line is None:
+            raise DataError("not valid UTF-8 text; save the file as UTF-8", file=path, row=f"line {number}")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON ({exc.msg})", file=path, row=f"line {number}") from None
+        if not isinstance(record, dict):
+            raise DataError("expected a JSON object", file=path, row=f"line {number}")
+        yield record
 
 
 def _first_line(exc: BaseException) -> str:
@@ -379,12 +444,18 @@ def _parquet_meta(path: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ writing
-def check_output_location(path: Path, option: str) -> None:
+def check_output_location(path: Path, option: str, *, inputs: Iterable[str | os.PathLike[str]] = ()) -> None:
     """Fail now, before any work, when nothing can be written at ``path``.
 
-    The nearest existing folder above ``path`` must be a writable folder (a file there, or
-    no permission, would only fail after the work is done).
+    ``path`` must not be a folder, nor one of the command's ``inputs`` (it would be replaced),
+    and the nearest existing folder above it must be a writable folder (a file there, or no
+    permission, would only fail after the work is done).
     """
+    if path.is_dir():
+        raise DataError(f"{option} {path} is a folder; name a file")
+    for source in inputs:
+        if path.exists() and Path(source).exists() and path.samefile(source):
+            raise DataError(f"{option} {path} is also the input file; write the output elsewhere")
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

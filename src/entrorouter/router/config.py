@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from entrorouter.errors import ConfigError
+from entrorouter.errors import ConfigError, EntroRouterError
 
 INITS = ("soft", "hard", "none")
 POOLINGS = ("knob", "spend")
@@ -19,6 +20,24 @@ CAPABILITY_PARTS = ("knn", "mlp", "logistic")
 #: below this every router already routes to the cheapest model; far above it the policy's
 #: float32 logits overflow and its probabilities turn to NaN.
 LAM_CEILING = 1e6
+
+
+#: Per annotation: what a value must be, and whether ``value`` is that.
+_TYPES: dict[str, Any] = {
+    "int": lambda v: ("an integer", isinstance(v, int) and not isinstance(v, bool)),
+    "float": lambda v: ("a number", isinstance(v, int | float) and not isinstance(v, bool)),
+    "str": lambda v: ("text", isinstance(v, str)),
+    "bool": lambda v: ("true or false", isinstance(v, bool)),
+}
+
+
+def check_lam(lam: float | Sequence[float]) -> None:
+    """Refuse a λ (or any of several) outside [0, LAM_CEILING]; NaN too."""
+    import numpy as np
+
+    values = np.asarray(lam, dtype=np.float64)
+    if not ((values >= 0) & (values <= LAM_CEILING)).all():  # NaN fails both
+        raise EntroRouterError(f"λ must be a number in [0, {LAM_CEILING:g}], got {lam!r}")
 
 
 @dataclass
@@ -176,6 +195,8 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        self._check_types()
+
         def need(ok: bool, field: str, expected: str) -> None:
             if not ok:
                 raise ConfigError(f"config field {field!r}: expected {expected}, got {getattr(self, field)!r}")
@@ -247,6 +268,19 @@ class TrainConfig:
         for name in ("sft_epochs", "rl_iterations", "update_epochs", "patience"):
             need(int(getattr(self, name)) >= 0, name, "an integer >= 0")
 
+    def _check_types(self) -> None:
+        """Each field's value against its annotation ("int", "float | None", ...): a float field
+        takes an int, and no number field takes true/false."""
+        for field in fields(self):
+            value = getattr(self, field.name)
+            kind, _, optional = str(field.type).partition(" | ")
+            if value is None and optional == "None":
+                continue
+            expected, ok = _TYPES[kind](value)
+            if not ok:
+                expected += " or null" if optional == "None" else ""
+                raise ConfigError(f"config field {field.name!r}: expected {expected}, got {value!r}")
+
     # --- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,10 +302,12 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike[str]) -> TrainConfig:
         """From a JSON or YAML file of field: value pairs."""
         path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: {'a folder, not a config file' if path.is_dir() else 'no such file'}")
         try:
             text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the file ({exc})") from None
         if path.suffix.lower() in {".yaml", ".yml"}:
             from entrorouter.backends import load_yaml
 

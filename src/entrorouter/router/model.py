@@ -32,7 +32,7 @@ from entrorouter.numeric import softmax
 from entrorouter.policy.weights import PolicyEnsemble, anchor_logits, policy_input
 from entrorouter.router.calibration import Calibration
 from entrorouter.router.capability import CapabilityEstimator, FoldPlan, make_capability
-from entrorouter.router.config import LAM_CEILING, TrainConfig
+from entrorouter.router.config import TrainConfig, check_lam
 
 if TYPE_CHECKING:
     from entrorouter.data.table import OutcomeTable
@@ -159,11 +159,9 @@ class Router:
         """(n, K) routing distribution π(k | q, λ); ``lam`` is one λ or one per query.
 
         Computed in NumPy (:mod:`entrorouter.numeric` says why)."""
-        lam_values = np.broadcast_to(
-            np.asarray(self.lam if lam is None else lam, dtype=np.float64), (len(inputs.features),)
-        )
-        if not ((lam_values >= 0) & (lam_values <= LAM_CEILING)).all():  # NaN fails both
-            raise EntroRouterError(f"λ must be a number in [0, {LAM_CEILING:g}], got {lam!r}")
+        lam = self.lam if lam is None else lam
+        check_lam(lam)
+        lam_values = np.broadcast_to(np.asarray(lam, dtype=np.float64), (len(inputs.features),))
         lam32 = lam_values.astype(np.float32)
         anchor = (
             anchor_logits(

@@ -201,7 +201,10 @@ def _print_calibration(router: Router) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from entrorouter.data.atomic import write_text_atomic
     from entrorouter.data.datasets import load_source
+    from entrorouter.data.io import check_output_location
 
+    if args.json_out:
+        check_output_location(args.json_out, "--json", inputs=[args.data])
     router = load_router(args.router, cache=True)
     table = select_split(load_source(args.data, data_dir_path=args.data_dir), args.split, "test")
     lam = resolve_lam(router, args)
@@ -268,11 +271,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     )
     _print_calibration(router)
     target = config.target_retention
-    retained = result["accuracy"] / result["strongest_accuracy"]
-    verdict = "met" if retained >= target else "NOT met"
+    retained = _ratio(result["accuracy"], result["strongest_accuracy"])
+    if retained is None:
+        outcome = "not defined: the strongest model answers none of the test queries"
+    else:
+        outcome = f"it keeps {retained:.1%}: {'met' if retained >= target else 'NOT met'}"
     print(
         f"target: keep {target:.1%} of the strongest model's accuracy (the paper's bar) at the λ certified on "
-        f"cross-fitted training folds; on the test split it keeps {retained:.1%}: {verdict}"
+        f"cross-fitted training folds; on the test split {outcome}"
     )
     print(f'router saved to {out}; try: {command_prefix()} route --router {out} "your question"')
     return 0
@@ -290,9 +296,18 @@ def _train_test(table: OutcomeTable) -> tuple[OutcomeTable, OutcomeTable]:
 
 
 HEADLINE_LEGEND = (
-    "retained = accuracy / strongest model's accuracy; cost reduction = 1 - cost / strongest model's cost; "
-    "oracle = cheapest correct model per query (a bound)"
+    "retained = accuracy / strongest model's accuracy; cost reduction = 1 - cost / strongest model's cost "
+    "(n/a where that is 0); oracle = cheapest correct model per query (a bound)"
 )
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    """``part / whole``; None (not defined) when ``whole`` is 0."""
+    return part / whole if whole else None
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _print_headline(result: dict[str, Any], *, title: str) -> None:
@@ -305,7 +320,9 @@ def _print_headline(result: dict[str, Any], *, title: str) -> None:
     s_acc, s_cost = result["strongest_accuracy"], result["strongest_cost"]
 
     def row(name: str, acc: float, cost: float) -> None:
-        view.add_row(name, f"{acc:.3f}", f"{cost:.3g}", f"{acc / s_acc:.1%}", f"{1 - cost / s_cost:.1%}")
+        share = _ratio(cost, s_cost)
+        reduction = None if share is None else 1 - share
+        view.add_row(name, f"{acc:.3f}", f"{cost:.3g}", _percent(_ratio(acc, s_acc)), _percent(reduction))
 
     row("EntroRouter", result["accuracy"], result["cost"])
     row(f"strongest: {result['strongest_model']}", s_acc, s_cost)
