@@ -170,6 +170,15 @@ def test_a_pool_mismatch_on_evaluate(tiny_router: Path, demo_table) -> None:
         router.evaluate(other)
 
 
+def test_evaluating_rows_where_a_pool_model_was_never_tried_is_refused(tiny_router: Path, demo_table) -> None:
+    router = Router.load(tiny_router)
+    test = demo_table.split("test")
+    test.scores[:, -1] = np.nan  # before: measured against another "strongest" model, with a NumPy warning
+    test.costs[:, -1] = np.nan
+    with pytest.raises(EntroRouterError, match=rf"no outcome for model\(s\) \['{test.models[-1]}'\]"):
+        router.evaluate(test)
+
+
 def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
     table = demo_table.split("train")
     table.scores[:, 0] = np.nan

@@ -109,6 +109,7 @@ BAD_CSV = {
         "different text",
     ),
     "empty_query_id": (HEADER + ",t,a,1,1\n", "row 1", "query_id", "non-empty"),
+    "underscore_in_a_number": (HEADER + "q,t,a,1,1_000\n", "row 1", "cost", "got '1_000'"),
     "header_only": (HEADER, None, None, "no data rows"),
     # Every row one field longer: pandas took the first column as the index, shifting the rest.
     "rows_longer_than_header": (HEADER + "q,t,a,1,0.001,0.9\nr,u,a,0,0.001,0.9\n", "row 1", None, "more fields"),

@@ -229,6 +229,8 @@ def _number(value: Any, allow_bool: bool) -> float | None:
         return float(value) if allow_bool else None
     if isinstance(value, str) and allow_bool and value.strip().lower() in _TRUE | _FALSE:
         return 1.0 if value.strip().lower() in _TRUE else 0.0
+    if isinstance(value, str) and "_" in value:  # float() reads "1_000" as 1000; a table should not
+        return None
     try:
         return float(value)
     except (TypeError, ValueError):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from entrorouter.data.table import OutcomeTable
+from entrorouter.errors import EntroRouterError
 from entrorouter.evaluation.metrics import Reference, entropy, expert_suppression, oracle_usage, realize, reference
 
 if TYPE_CHECKING:
@@ -28,6 +29,12 @@ def evaluate_router(
     """Route every query of ``table`` at ``lam`` and score the choices (missing outcomes: see metrics.realize)."""
     router.check_fitted()
     table = table.select_models(router.models)
+    unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
+    if unseen:  # the router may choose them, and what it then gets cannot be measured
+        raise EntroRouterError(
+            f"table {table.name!r} has no outcome for model(s) {unseen} of the router's pool on the rows "
+            "evaluated; evaluate on rows where every model was tried"
+        )
     texts = [str(q) for q in table.queries]
     if features is None:
         features = router.embed(texts)
