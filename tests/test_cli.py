@@ -264,9 +264,12 @@ def test_headline_when_the_strongest_model_scores_nothing_and_costs_nothing(
     frame = demo_table.split("test").to_long()
     table = tmp_path / "zero.csv"
     frame.assign(score=0.0, cost=0.0).to_csv(table, index=False)
-    evaluated = run("evaluate", "--router", str(tiny_router), "--data", str(table))
+    report = tmp_path / "eval.json"
+    evaluated = run("evaluate", "--router", str(tiny_router), "--data", str(table), "--json", str(report))
     assert evaluated.returncode == 0, evaluated.stderr
     assert "n/a" in evaluated.stdout and "Traceback" not in evaluated.stderr
+    strict = json.loads(report.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert strict["retained"] is None and strict["cost_reduction"] is None
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ which a router never needs at routing time; so it lives here and reads the route
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,8 +66,9 @@ def evaluation_report(
         "strongest_model": ref.strongest,
         "strongest_accuracy": ref.strongest_accuracy,
         "strongest_cost": ref.strongest_cost,
-        "retained": ref.retained(routed.accuracy),
-        "cost_reduction": ref.cost_reduction(routed.cost),
+        # null where the ratio is not defined (the strongest model scores or costs 0): JSON has no NaN
+        "retained": _defined(ref.retained(routed.accuracy)),
+        "cost_reduction": _defined(ref.cost_reduction(routed.cost)),
         "cheapest_model": ref.cheapest,
         "cheapest_accuracy": ref.cheapest_accuracy,
         "cheapest_cost": ref.cheapest_cost,
@@ -79,3 +81,7 @@ def evaluation_report(
         "expert_suppression": suppression,
         "suppressed_models": [table.models[k] for k in suppressed],
     }
+
+
+def _defined(value: float) -> float | None:
+    return None if math.isnan(value) else value
