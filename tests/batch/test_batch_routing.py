@@ -289,3 +289,13 @@ def test_a_bom_before_batch_jsonl_is_accepted(tiny_router, tmp_path):
     batch.write_bytes(b'\xef\xbb\xbf{"id": "1", "text": "What is 2+2?"}\n')
     summary = route_file(tiny_router, batch, tmp_path / "o.parquet", lam=0.1)
     assert summary.routed == 1 and summary.bad_rows == []
+
+
+def test_ids_that_are_not_text_or_numbers_are_bad_rows(tiny_router, tmp_path):
+    batch = tmp_path / "ids.jsonl"
+    lines = [{"id": 1.0, "text": "a"}, {"id": [1], "text": "b"}, {"id": True, "text": "c"}]
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "o.parquet"
+    summary = route_file(tiny_router, batch, out, lam=0.1)
+    assert summary.routed == 1 and [row for row, _ in summary.bad_rows] == [2, 3]
+    assert pd.read_parquet(out)["id"].tolist() == ["1"]

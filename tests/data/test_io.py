@@ -200,3 +200,15 @@ def test_write_is_atomic_on_failure(tmp_path: Path) -> None:
         write_table(bad, target)
     assert target.read_bytes() == b"previous content"
     assert [p.name for p in tmp_path.iterdir()] == ["out.parquet"]
+
+
+def test_cells_that_are_not_text_or_numbers_are_refused_and_numeric_ids_keep_no_dot_zero(tmp_path: Path) -> None:
+    row = {"query": "t", "model": "a", "score": 1, "cost": 1}
+    lines = [{"query_id": 7.0, **row}, {"query_id": "q", **row, "query": {"text": "t"}}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # Before, the object became the query "{'text': 't'}" without a word.
+    with pytest.raises(DataError, match="expected text, got dict") as info:
+        read_table(tmp_path / "t.jsonl")
+    assert info.value.row == "row 2" and info.value.column == "query"
+    (tmp_path / "ok.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    assert read_table(tmp_path / "ok.jsonl").query_ids.tolist() == ["7"]

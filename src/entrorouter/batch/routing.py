@@ -40,6 +40,7 @@ from entrorouter.batch.engines import run_engine
 from entrorouter.data.atomic import atomic_path, write_text_atomic
 from entrorouter.data.io import (
     CSV_OPTIONS,
+    cell_text,
     check_output_location,
     check_unique_columns,
     csv_errors,
@@ -166,10 +167,12 @@ def _chunk(index: int, rows: np.ndarray, frame: pd.DataFrame, id_col: str, text_
             bad.append((row, problem))
         elif _blank(raw_id):
             bad.append((row, f"no {id_col!r}"))
+        elif (id_text := cell_text(raw_id)) is None:
+            bad.append((row, f"{id_col!r} is not text or a number ({type(raw_id).__name__})"))
         elif not isinstance(text, str) or not text.strip():
             bad.append((row, f"{text_col!r} is {'empty' if _blank(text) else f'not text ({type(text).__name__})'}"))
         else:
-            ids.append(_id_text(raw_id))
+            ids.append(id_text)
             texts.append(text)
     return Chunk(index, ids, texts, bad)
 
@@ -180,13 +183,6 @@ def _blank(value: Any) -> bool:
     if isinstance(value, float) and np.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
-
-
-def _id_text(value: Any) -> str:
-    """Ids are written as text; an integral float from a JSON/Parquet number keeps no '.0'."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 # ------------------------------------------------------------------ routing

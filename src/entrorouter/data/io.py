@@ -240,7 +240,8 @@ def _number(value: Any, allow_bool: bool) -> float | None:
 def text_column(
     frame: pd.DataFrame, column: str, path: Path, *, required: bool, problems: Problems = _RAISE
 ) -> np.ndarray:
-    """Column as an object array of str; blanks are problems when ``required``."""
+    """Column as an object array of str; blanks are problems when ``required``, and so is a
+    cell that is neither text nor a number (bytes, a list, an object, true/false)."""
     values = frame[column].to_numpy(dtype=object)
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
@@ -248,9 +249,23 @@ def text_column(
             if required:
                 problems.add("expected a non-empty value", file=path, row=i, column=column)
             out[i] = None
+        elif (text := cell_text(value)) is None:
+            problems.add(f"expected text, got {type(value).__name__} {value!r:.60}", file=path, row=i, column=column)
+            out[i] = None
         else:
-            out[i] = str(value)
+            out[i] = text
     return out
+
+
+def cell_text(value: Any) -> str | None:
+    """A cell as text: text as it is, a number written out (an integral float without its
+    '.0', as JSON and Parquet store ids); None for anything else, which str() would turn
+    into "b'…'" or "['…']" without a word."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def require_columns(frame: pd.DataFrame, columns: tuple[str, ...], path: Path, layout: str) -> None:
