@@ -187,6 +187,14 @@ def test_a_model_without_any_outcome_is_refused(demo_table) -> None:
         Router(TrainConfig(encoder="hashed-tfidf")).fit(table)
 
 
+@pytest.mark.parametrize("score", [0.0, 1.0])
+def test_a_table_where_every_outcome_scores_the_same_is_refused(demo_table, score: float) -> None:
+    table = demo_table.split("train")
+    table.scores = np.where(table.observed, score, np.nan)  # before: a router that paid 6x for nothing
+    with pytest.raises(EntroRouterError, match=f"every outcome has the score {score:g}"):
+        Router(TrainConfig(encoder="hashed-tfidf")).fit(table)
+
+
 def test_more_calibration_folds_than_queries_are_refused_before_any_work(demo_table) -> None:
     table = demo_table.split("train").subset(np.arange(30))
     router = Router(TrainConfig(encoder="hashed-tfidf", calibration_folds=31))

@@ -61,6 +61,12 @@ def check_trainable(table: OutcomeTable, config: TrainConfig) -> None:
             f"table {table.name!r} has no outcome at all for model(s) {unseen}: nothing to learn about them; "
             "collect some outcomes or leave the model(s) out"
         )
+    observed = table.scores[table.observed]
+    if observed.min() == observed.max():  # routing learns from differences between outcomes
+        raise EntroRouterError(
+            f"table {table.name!r}: every outcome has the score {observed[0]:g}, so no model answers better "
+            "than another; check the score column"
+        )
     if config.calibration_folds > table.n_queries:
         raise EntroRouterError(
             f"calibration_folds = {config.calibration_folds} is more than the {table.n_queries} queries of table "
