@@ -152,7 +152,7 @@ def test_circuit_opens_skips_the_backend_and_recovers_after_a_probe(router_dir: 
 
 
 # ------------------------------------------------------------------ streams
-def test_a_stream_cut_mid_way_ends_with_an_error_event(shared_gateway, fake, ranking) -> None:
+def test_a_stream_cut_mid_way_ends_with_an_error_event(shared_gateway, fake, ranking, caplog) -> None:
     fake.drop(model=ranking[0], after_chunks=3)
     client = openai.OpenAI(base_url=shared_gateway.base_url, api_key=CLIENT_KEY, max_retries=0)
     received = []
@@ -164,9 +164,11 @@ def test_a_stream_cut_mid_way_ends_with_an_error_event(shared_gateway, fake, ran
     assert len(received) == 3 and received[0].model == ranking[0]
 
     fake.drop(model=ranking[0], after_chunks=2)
-    with shared_gateway.client() as http:
-        lines = http.post("/v1/chat/completions", json=chat_body(TEXT, stream=True)).text.strip().split("\n\n")
+    with caplog.at_level(logging.WARNING, logger="entrorouter.serving"), shared_gateway.client() as http:
+        body, headers = chat_body(TEXT, stream=True), {"x-request-id": "cut-2"}
+        lines = http.post("/v1/chat/completions", json=body, headers=headers).text.strip().split("\n\n")
     assert len(lines) == 3 and '"code":"stream_interrupted"' in lines[-1]
+    assert "cut-2" in [r.fields["request_id"] for r in caplog.records if r.getMessage() == "stream interrupted"]
     assert "[DONE]" not in lines[-1]
     assert shared_gateway.metric("entrorouter_errors_total", model=ranking[0], kind="stream_interrupted") >= 2
 

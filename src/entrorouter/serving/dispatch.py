@@ -125,6 +125,7 @@ class StreamStart:
     call: Call
     first: Event
     fallbacks: int
+    request_id: str
     # How the relay ended: complete | interrupted | backend_error | client_left.
     outcome: str = "client_left"
 
@@ -171,7 +172,7 @@ class Dispatcher:
             first = await anext(call.events, None)
             if first is None:
                 raise BadAnswer("the backend's stream ended before its first event")
-            return StreamStart(call.upstream.name, call, first, fallbacks)
+            return StreamStart(call.upstream.name, call, first, fallbacks, request_id)
 
         start, _ = await self._first_answer(decision, body, request_id, first_event)
         return start
@@ -199,7 +200,8 @@ class Dispatcher:
             ok, start.outcome = False, "interrupted"
             reason, detail = failure_reasons(exc)
             self.metrics.errors.labels(chosen, "stream_interrupted").inc()
-            log.warning("stream interrupted", extra={"fields": {"backend": start.backend, "reason": detail}})
+            fields = {"backend": start.backend, "request_id": start.request_id, "reason": detail}
+            log.warning("stream interrupted", extra={"fields": fields})
             message = f"the backend {start.backend!r} failed mid-stream ({reason}); the answer is incomplete"
             error = {"message": message, "type": "upstream_error", "param": None, "code": "stream_interrupted"}
             yield data_event({"error": error})
