@@ -212,3 +212,9 @@ def test_cells_that_are_not_text_or_numbers_are_refused_and_numeric_ids_keep_no_
     assert info.value.row == "row 2" and info.value.column == "query"
     (tmp_path / "ok.jsonl").write_text(json.dumps(lines[0]) + "\n")
     assert read_table(tmp_path / "ok.jsonl").query_ids.tolist() == ["7"]
+
+
+def test_a_folder_named_like_a_table_is_called_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "x.csv").mkdir()
+    with pytest.raises(DataError, match="a folder, not a file"):  # it said "no such file"
+        read_table(tmp_path / "x.csv")

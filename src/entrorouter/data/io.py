@@ -87,7 +87,7 @@ def read_frame(path: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(path)
     fmt = table_format(path)
     if not path.is_file():
-        raise DataError("no such file", file=path)
+        raise DataError("a folder, not a file" if path.is_dir() else "no such file", file=path)
     if path.stat().st_size == 0:
         raise DataError("the file is empty", file=path)
     if fmt == "csv":
