@@ -75,3 +75,12 @@ def test_a_good_table_is_ok(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     good.write_text(HEADER + "q,t,a,1,0.1\nq,t,b,0,0.2\n")
     assert main(["data", "validate", str(good)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {good}: 1 queries x 2 models")
+
+
+def test_a_model_without_any_outcome_is_ok_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    wide = tmp_path / "wide.csv"
+    wide.write_text("query_id,query,score:a,cost:a,score:b,cost:b\nq,t,1,0.1,,\nr,u,0,0.1,,\n")
+    assert main(["data", "validate", str(wide)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"OK {wide}: 2 queries x 2 models")
+    assert captured.err == "warning: model(s) ['b'] have no outcome at all; train refuses such a table\n"
