@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from entrorouter.errors import ConfigError, EntroRouterError
 
 INITS = ("soft", "hard", "none")
@@ -33,8 +35,6 @@ _TYPES: dict[str, Any] = {
 
 def check_lam(lam: float | Sequence[float]) -> None:
     """Refuse a λ (or any of several) outside [0, LAM_CEILING]; NaN too."""
-    import numpy as np
-
     values = np.asarray(lam, dtype=np.float64)
     if not ((values >= 0) & (values <= LAM_CEILING)).all():  # NaN fails both
         raise EntroRouterError(f"λ must be a number in [0, {LAM_CEILING:g}], got {lam!r}")
