@@ -302,3 +302,15 @@ def test_config_types_that_are_accepted_and_a_config_folder(demo_file: Path, tmp
     assert TrainConfig.from_dict({"target_retention": 1, "lam": None, "future_queries": None}).target_retention == 1
     trained = run("train", "--data", str(demo_file), "--out", str(tmp_path / "r"), "--config", str(tmp_path))
     assert_user_error(trained, str(tmp_path), "a folder, not a config file")
+
+
+def test_train_replaces_a_router_but_never_other_files(demo_file: Path, fast_config: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"someone else": 1}')
+    refused = run("train", "--data", str(demo_file), "--out", str(mine), "--config", str(fast_config))
+    assert_user_error(refused, "holds files that are not a saved router")
+    assert (mine / "config.json").read_text() == '{"someone else": 1}'  # before: overwritten
+    for _ in range(2):  # the second run replaces the first's router
+        trained = run("train", "--data", str(demo_file), "--out", str(tmp_path / "r"), "--config", str(fast_config))
+        assert trained.returncode == 0, trained.stderr

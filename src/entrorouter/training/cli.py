@@ -93,11 +93,26 @@ def check_arguments(config: Any, out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise EntroRouterError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not _is_router_folder(out):
+        raise EntroRouterError(
+            f"--out {out} holds files that are not a saved router; training writes config.json and its weights "
+            "there: choose a new or empty folder (a router's folder is replaced)"
+        )
     check_output_location(out / "config.json", "--out")
     encoder = make_encoder(config.encoder)  # an unknown name fails here
     folder = getattr(encoder, "path", None)
     if isinstance(folder, Path) and not folder.is_dir():
         raise EntroRouterError(f"--encoder {config.encoder}: no such folder {folder}")
+
+
+def _is_router_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved router (whose files a new training run may replace)."""
+    from entrorouter.router.model import CONFIG_FILE, FORMAT
+
+    try:
+        return json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def command_prefix() -> str:
