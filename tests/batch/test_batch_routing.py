@@ -294,8 +294,10 @@ def test_a_bom_before_batch_jsonl_is_accepted(tiny_router, tmp_path):
 def test_ids_that_are_not_text_or_numbers_are_bad_rows(tiny_router, tmp_path):
     batch = tmp_path / "ids.jsonl"
     lines = [{"id": 1.0, "text": "a"}, {"id": [1], "text": "b"}, {"id": True, "text": "c"}]
-    batch.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    twice = '{"id": 4, "text": "d", "text": "e"}\n'  # a key twice: the parser kept the last
+    batch.write_text("".join(json.dumps(line) + "\n" for line in lines) + twice)
     out = tmp_path / "o.parquet"
     summary = route_file(tiny_router, batch, out, lam=0.1)
-    assert summary.routed == 1 and [row for row, _ in summary.bad_rows] == [2, 3]
+    assert summary.routed == 1 and [row for row, _ in summary.bad_rows] == [2, 3, 4]
+    assert "the key 'text' appears twice" in summary.bad_rows[-1][1]
     assert pd.read_parquet(out)["id"].tolist() == ["1"]

@@ -121,6 +121,7 @@ BAD_CSV = {
     ),
     "duplicate_column_but_spaces": ("query_id,query,model,score,cost, score\nq,t,a,1,1,0\n", None, None, "'score'"),
     "duplicate_wide_column": ("query_id,query,score:a,cost:a,score:a\nq,t,1,1,0\n", None, None, "'score:a'"),
+    "wide_column_without_a_model": ("query_id,query,score:,cost:\nq,t,1,1\n", None, None, "names no model"),
 }
 
 
@@ -218,3 +219,11 @@ def test_a_folder_named_like_a_table_is_called_a_folder(tmp_path: Path) -> None:
     (tmp_path / "x.csv").mkdir()
     with pytest.raises(DataError, match="a folder, not a file"):  # it said "no such file"
         read_table(tmp_path / "x.csv")
+
+
+def test_a_key_twice_in_one_jsonl_object_is_located(tmp_path: Path) -> None:
+    good = '{"query_id": "q", "query": "t", "model": "a", "score": 1, "cost": 1}'
+    (tmp_path / "t.jsonl").write_text(good + "\n" + good.replace('"score": 1', '"score": 1, "score": 0') + "\n")
+    with pytest.raises(DataError, match="the key 'score' appears twice") as info:  # it kept the last, silently
+        read_table(tmp_path / "t.jsonl")
+    assert info.value.row == "line 2"

@@ -45,6 +45,7 @@ from entrorouter.data.io import (
     check_unique_columns,
     csv_errors,
     csv_header,
+    json_object,
     jsonl_lines,
     table_format,
 )
@@ -124,10 +125,9 @@ def _jsonl_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator
 def _json_object(line: str) -> dict[str, Any]:
     """The object on a JSONL line, or the reason it is not one (under the key ``_BAD``)."""
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return {_BAD: f"invalid JSON ({exc.msg})"}
-    return record if isinstance(record, dict) else {_BAD: "expected a JSON object"}
+        return json_object(line)
+    except ValueError as exc:
+        return {_BAD: str(exc)}
 
 
 def _parquet_frames(path: Path, id_col: str, text_col: str, size: int) -> Iterator[tuple[np.ndarray, pd.DataFrame]]:

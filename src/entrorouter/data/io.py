@@ -180,12 +180,30 @@ def _jsonl_records(path: Path) -> Iterator[dict[str, Any]]:
         if line is None:
             raise DataError("not valid UTF-8 text; save the file as UTF-8", file=path, row=f"line {number}")
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON ({exc.msg})", file=path, row=f"line {number}") from None
-        if not isinstance(record, dict):
-            raise DataError("expected a JSON object", file=path, row=f"line {number}")
-        yield record
+            yield json_object(line)
+        except ValueError as exc:
+            raise DataError(str(exc), file=path, row=f"line {number}") from None
+
+
+def json_object(line: str) -> dict[str, Any]:
+    """The JSON object on a JSONL line; ValueError saying why it is not one: not JSON, not an
+    object, or a key twice (the parser alone would keep the last value without a word)."""
+    try:
+        record = json.loads(line, object_pairs_hook=_object_with_unique_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError("expected a JSON object")
+    return record
+
+
+def _object_with_unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):  # only then look for the key, in order
+        keys = [key for key, _ in pairs]
+        twice = next(key for i, key in enumerate(keys) if key in keys[:i])
+        raise ValueError(f"the key {twice!r} appears twice in one object")
+    return record
 
 
 def _first_line(exc: BaseException) -> str:
@@ -364,6 +382,8 @@ def _table_from_wide(frame: pd.DataFrame, path: Path, name: str, problems: Probl
     require_columns(frame, ("query_id", "query"), path, "wide layout (one row per query)")
     models = [c.removeprefix("score:") for c in frame.columns if c.startswith("score:")]
     for model in models:
+        if not model.strip():
+            raise DataError("column 'score:' names no model; name the columns 'score:<model>'", file=path)
         if f"cost:{model}" not in frame.columns:
             raise DataError(
                 f"missing column 'cost:{model}'; each 'score:<model>' needs a 'cost:<model>'",
