@@ -126,7 +126,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"OK {args.table}: {table.n_queries} queries x {table.n_models} models, "
         f"{table.observed.mean():.1%} of outcomes observed{splits}"
     )
-    unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
+    unseen = table.unobserved_models()
     if unseen:  # a valid file, but no router can be trained on it as it is
         print(f"warning: model(s) {unseen} have no outcome at all; train refuses such a table", file=sys.stderr)
     return 0

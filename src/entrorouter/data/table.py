@@ -160,6 +160,10 @@ class OutcomeTable:
                 index=pd.Index(self.models, name="model"),
             )
 
+    def unobserved_models(self) -> list[str]:
+        """The models without a single recorded outcome in this table."""
+        return [m for m, seen in zip(self.models, self.observed.any(axis=0), strict=True) if not seen]
+
     def strongest_model(self) -> str:
         """Highest observed accuracy; ties go to the cheaper model."""
         stats = self.model_stats()

@@ -30,7 +30,7 @@ def evaluate_router(
     """Route every query of ``table`` at ``lam`` and score the choices (missing outcomes: see metrics.realize)."""
     router.check_fitted()
     table = table.select_models(router.models)
-    unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
+    unseen = table.unobserved_models()
     if unseen:  # the router may choose them, and what it then gets cannot be measured
         raise EntroRouterError(
             f"table {table.name!r} has no outcome for model(s) {unseen} of the router's pool on the rows "

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from entrorouter.batch.cli import add_batch_arguments, cmd_route_batch
 from entrorouter.errors import EntroRouterError
-from entrorouter.router.config import check_lam
 
 if TYPE_CHECKING:
     from entrorouter import Router
@@ -50,7 +49,6 @@ def knob_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_lam(router: Router, args: argparse.Namespace) -> float:
     """λ from --lam / --target-retention / the router's default, warning when beyond the trained range."""
     lam = router.lam_for(args.lam, args.target_retention)
-    check_lam(lam)
     if lam > router.config.lam_max:
         print(
             f"warning: λ = {lam:.4g} is beyond the range the router was trained for "

@@ -194,7 +194,10 @@ class Router:
         cheapest λ certified to keep that share of the strongest model's accuracy), else
         ``lam``, else the router's default. Asking for both is an error."""
         if target_retention is None:
-            return self.lam if lam is None else float(lam)
+            if lam is None:
+                return self.lam
+            check_lam(lam)
+            return float(lam)
         if lam is not None:
             raise EntroRouterError("give either a λ or a target retention, not both")
         if self.calibration is None:

@@ -86,10 +86,11 @@ def _lone_surrogate(value: Any, path: str) -> str | None:
             return path
     elif isinstance(value, dict):
         for key, item in value.items():
-            name = str(key).encode(errors="backslashreplace").decode()  # the path must be printable itself
+            name = key.encode(errors="backslashreplace").decode()  # the path must be printable itself
             inner = f"{path}.{name}" if path else name
-            found = _lone_surrogate(key, inner) if isinstance(key, str) else None
-            found = found if found is not None else _lone_surrogate(item, inner)
+            found = _lone_surrogate(key, inner)
+            if found is None:
+                found = _lone_surrogate(item, inner)
             if found is not None:
                 return found
     elif isinstance(value, list):

@@ -241,7 +241,12 @@ async def _read_json(receive: Callable[..., Any]) -> Any:
 async def _send_json(
     send: Callable[..., Any], status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    body = json.dumps(payload).encode()
+    await _send_body(send, status, json.dumps(payload).encode(), headers)
+
+
+async def _send_body(
+    send: Callable[..., Any], status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -302,10 +307,7 @@ async def _respond(state: FakeState, model: str, prompt: str, body: dict[str, An
         await _send_error(send, behaviour.status, f"fake failure {behaviour.status}", kind, behaviour.retry_after)
         return
     if behaviour.kind == "raw":
-        raw = behaviour.body.encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": raw})
+        await _send_body(send, 200, behaviour.body.encode())
         return
     content = state.answer(model, prompt)
     prompt_tokens = sum(token_count(message_text(m)) for m in body["messages"])

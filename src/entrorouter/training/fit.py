@@ -55,7 +55,7 @@ def check_trainable(table: OutcomeTable, config: TrainConfig) -> None:
         raise EntroRouterError(f"table {table.name!r} has {table.n_queries} queries; training needs at least 20")
     if table.n_models < 2:
         raise EntroRouterError(f"table {table.name!r} has {table.n_models} model; routing needs at least 2")
-    unseen = [m for m, seen in zip(table.models, table.observed.any(axis=0), strict=True) if not seen]
+    unseen = table.unobserved_models()
     if unseen:
         raise EntroRouterError(
             f"table {table.name!r} has no outcome at all for model(s) {unseen}: nothing to learn about them; "
